@@ -1,0 +1,53 @@
+"""One root error with a subclass per stage.
+
+Messages say what was wrong, where (a config key path, a file, a topic) and
+what to do about it, because on a fleet the log line is often all an operator
+ever sees.
+"""
+
+from __future__ import annotations
+
+
+class EdgedError(Exception):
+    """Root of every error edged raises on purpose."""
+
+
+class ConfigError(EdgedError):
+    """The configuration is invalid.
+
+    ``problems`` holds ``(key_path, message)`` pairs so that callers can list
+    every problem at once instead of failing on the first one.
+    """
+
+    def __init__(self, problems: list[tuple[str, str]]) -> None:
+        self.problems = list(problems)
+        lines = [f"{key}: {msg}" for key, msg in self.problems]
+        super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
+
+
+class ModelError(EdgedError):
+    """A model file is missing, corrupt, or does not fit its declared task."""
+
+
+class RuntimeUnavailableError(ModelError):
+    """The inference runtime a model needs is not installed on this device."""
+
+
+class DecodeError(EdgedError):
+    """Model outputs could not be decoded into results."""
+
+
+class SourceError(EdgedError):
+    """A capture source could not be opened or stopped delivering frames."""
+
+
+class PublishError(EdgedError):
+    """A result could not be handed to the MQTT layer."""
+
+
+class CatalogError(EdgedError):
+    """A catalog entry is invalid, or a model could not be fetched or verified."""
+
+
+class BrokerError(EdgedError):
+    """A local MQTT broker could not be started (``edged demo``)."""

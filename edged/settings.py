@@ -1,0 +1,301 @@
+"""Configuration: one TOML file, ``EDGED_<SECTION>__<KEY>`` overrides, secrets from files.
+
+The key names are the public contract of DESIGN §8; renaming one is a breaking
+change. Every model forbids unknown keys so that a typo is an error with its key
+path instead of a silently ignored setting.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import socket
+import tomllib
+from pathlib import Path
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+)
+
+from edged.errors import ConfigError
+
+DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
+
+# MQTT topic segments and names that become topic segments must not contain
+# wildcards, separators or control characters (DESIGN §2).
+_BAD_SEGMENT = re.compile(r"[+#/\x00-\x1f\x7f]")
+
+
+def check_segment(value: str) -> str:
+    """Return ``value`` if it can be used as one MQTT topic segment, else raise ValueError."""
+    if not value:
+        raise ValueError("must not be empty")
+    if _BAD_SEGMENT.search(value):
+        raise ValueError(f"{value!r} contains '+', '#', '/' or a control character")
+    if len(value.encode()) > 128:
+        raise ValueError("is longer than 128 bytes")
+    return value
+
+
+Segment = Annotated[str, Field(min_length=1, max_length=128)]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class MqttSettings(_Section):
+    """Broker connection. An empty ``host`` makes ``edged demo`` start its own broker."""
+
+    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
+    prefix: str = Field("edged", description="First topic segment of every edged topic.")
+    client_id: str = Field("", description="MQTT client id; default 'edged-<device_id>'.")
+    protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
+    keepalive_s: int = Field(30, ge=5, le=3600, description="Keep-alive interval, seconds.")
+    username: str = Field("", description="User name; empty for anonymous.")
+    password_file: Path | None = Field(
+        None, description="File holding the password (or credential 'mqtt_password')."
+    )
+    tls: bool = Field(False, description="Connect with TLS; the server certificate is verified.")
+    ca_file: Path | None = Field(None, description="CA bundle for tls = true; system CAs if unset.")
+    homeassistant: bool = Field(True, description="Publish Home Assistant MQTT discovery configs.")
+    reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay, seconds.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Reconnect delay cap, seconds.")
+
+    @field_validator("prefix")
+    @classmethod
+    def _prefix_ok(cls, v: str) -> str:
+        return check_segment(v)
+
+
+class OutboxSettings(_Section):
+    """Durable result queue between pipelines and MQTT."""
+
+    path: Path = Field(
+        Path("/var/lib/edged/outbox.sqlite3"), description="SQLite file of the outbox."
+    )
+    max_mb: float = Field(256, gt=0, description="Size bound, MiB; oldest evicted first.")
+    max_age_hours: float = Field(72, gt=0, description="Age bound, hours; also MQTT 5 expiry.")
+
+
+class ModelsSettings(_Section):
+    """Where models live on the device and where they are fetched from."""
+
+    dir: Path = Field(Path("/var/lib/edged/models"), description="Installed model files.")
+    mirror: Path | None = Field(
+        None, description="Local directory to pull from instead of the URLs (or EDGED_MODEL_MIRROR)."
+    )
+    catalog: Path | None = Field(None, description="Catalog TOML; default: the bundled catalog.")
+
+
+SourceKind = Literal["picamera2", "v4l2", "stream", "file", "images", "microphone", "wav"]
+
+
+class SourceSettings(_Section):
+    """One capture source; any number of pipelines may read from it."""
+
+    name: str = Field(description="Source name, used in topics and by pipelines.")
+    kind: SourceKind = Field(description="What the source is.")
+    uri: str = Field("", description="Device, URL or path (unused for picamera2).")
+    fps: float = Field(10.0, gt=0, le=240, description="Capture rate cap, frames per second.")
+    loop: bool = Field(False, description="File sources: start over at the end.")
+    realtime: bool = Field(
+        True, description="File sources: pace at the file's frame rate (false: as fast as read)."
+    )
+    width: int = Field(640, ge=16, description="picamera2/v4l2: requested frame width, px.")
+    height: int = Field(480, ge=16, description="picamera2/v4l2: requested frame height, px.")
+    reconnect_min_s: float = Field(1.0, gt=0, description="First reopen delay, seconds.")
+    reconnect_max_s: float = Field(30.0, gt=0, description="Reopen delay cap, seconds.")
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        return check_segment(v)
+
+    @model_validator(mode="after")
+    def _uri_needed(self) -> SourceSettings:
+        if self.kind not in ("picamera2", "microphone") and not self.uri:
+            raise ValueError(f"sources of kind {self.kind!r} need a 'uri'")
+        return self
+
+
+class PipelineOffloadSettings(_Section):
+    """Per-pipeline opt-in to the cloud model."""
+
+    enabled: bool = Field(False, description="Offload uncertain results of this pipeline.")
+    band: tuple[float, float] = Field(
+        (0.35, 0.6), description="Uncertainty band [low, high) of the best score."
+    )
+
+    @model_validator(mode="after")
+    def _band_ok(self) -> PipelineOffloadSettings:
+        low, high = self.band
+        if not 0.0 <= low < high <= 1.0:
+            raise ValueError("band must satisfy 0 <= low < high <= 1")
+        return self
+
+
+class PipelineSettings(_Section):
+    """Source → model → results. One model per pipeline."""
+
+    name: str = Field(description="Pipeline name, a topic segment.")
+    source: str = Field(description="Name of the source to read.")
+    task: Literal["detection", "pose", "audio"] = Field(description="What the model does.")
+    model: str = Field(description="Catalog name, or a path to a model file.")
+    decoder: str = Field("", description="Decoder for a model given by path (e.g. 'yolox').")
+    label_file: Path | None = Field(None, description="Labels for a model given by path.")
+    threshold: float = Field(0.5, ge=0, le=1, description="Minimum score to report.")
+    labels: list[str] = Field(default_factory=list, description="Only report these labels.")
+    publish: Literal["all", "changes", "nonempty"] = Field(
+        "changes", description="Which results to publish."
+    )
+    heartbeat_s: float = Field(
+        30.0, gt=0, description="publish = changes: republish unchanged results this often, s."
+    )
+    max_fps: float = Field(5.0, gt=0, le=240, description="Inference rate cap, per second.")
+    threads: int = Field(2, ge=1, le=64, description="Inference threads for this model.")
+    motion_gate: bool = Field(False, description="Skip frames without motion.")
+    offload: PipelineOffloadSettings = Field(default_factory=PipelineOffloadSettings)
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        return check_segment(v)
+
+
+class OffloadSettings(_Section):
+    """The cloud model endpoint and the budget for using it."""
+
+    url: str = Field("", description="https:// URL of the cloud model; empty disables offload.")
+    token_file: Path | None = Field(None, description="Bearer token file (credential 'offload_token').")
+    ca_file: Path | None = Field(None, description="CA bundle to verify the endpoint.")
+    max_rtt_ms: float = Field(300, gt=0, description="Link counts as degraded above this RTT, ms.")
+    frames_per_minute: float = Field(6, ge=0, description="Budget: frames sent per minute.")
+    mb_per_day: float = Field(50, ge=0, description="Budget: megabytes sent per day.")
+    jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of sent frames.")
+    max_side: int = Field(640, ge=32, description="Longest side of sent frames, px.")
+
+
+class Settings(BaseSettings):
+    """Root of the configuration (DESIGN §8)."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="EDGED_",
+        env_nested_delimiter="__",
+        extra="forbid",
+        frozen=True,
+    )
+
+    device_id: str = Field(default_factory=socket.gethostname, description="Device id; default hostname.")
+    state_dir: Path = Field(Path("/var/lib/edged"), description="Writable state (outbox, seq).")
+    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    stats_interval_s: float = Field(10.0, gt=0, description="Period of the stats message, s.")
+    mqtt: MqttSettings = Field(default_factory=MqttSettings)
+    outbox: OutboxSettings = Field(default_factory=OutboxSettings)
+    models: ModelsSettings = Field(default_factory=ModelsSettings)
+    sources: list[SourceSettings] = Field(default_factory=list)
+    pipelines: list[PipelineSettings] = Field(default_factory=list)
+    offload: OffloadSettings = Field(default_factory=OffloadSettings)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        # Environment wins over the file: systemd drop-ins and Ansible can
+        # override one key without templating the whole file.
+        return (env_settings, init_settings)
+
+    @field_validator("device_id")
+    @classmethod
+    def _device_ok(cls, v: str) -> str:
+        return check_segment(v)
+
+    @model_validator(mode="after")
+    def _references_ok(self) -> Settings:
+        problems: list[str] = []
+        names = [s.name for s in self.sources]
+        for dup in sorted({n for n in names if names.count(n) > 1}):
+            problems.append(f"source name {dup!r} is used more than once")
+        pnames = [p.name for p in self.pipelines]
+        for dup in sorted({n for n in pnames if pnames.count(n) > 1}):
+            problems.append(f"pipeline name {dup!r} is used more than once")
+        for p in self.pipelines:
+            if p.source not in names:
+                problems.append(
+                    f"pipeline {p.name!r} reads source {p.source!r}, which is not defined "
+                    f"(sources: {', '.join(names) or 'none'})"
+                )
+        if problems:
+            raise ValueError("; ".join(problems))
+        return self
+
+    def source(self, name: str) -> SourceSettings:
+        """The source called ``name`` (validated to exist for every pipeline)."""
+        return next(s for s in self.sources if s.name == name)
+
+
+def _loc(loc: tuple[int | str, ...]) -> str:
+    """Turn a pydantic error location into a TOML-like key path: ``pipelines[0].threshold``."""
+    out = ""
+    for part in loc:
+        if isinstance(part, int):
+            out += f"[{part}]"
+        elif part.startswith(("function-after", "function-before")):
+            continue
+        else:
+            out += ("." if out else "") + part
+    return out or "(root)"
+
+
+def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
+    """Load and validate settings from ``path`` (TOML) plus ``EDGED_*`` env variables.
+
+    Raises :class:`ConfigError` listing every problem with its key path.
+    """
+    data: dict[str, Any] = {}
+    if path is not None:
+        try:
+            with path.open("rb") as fh:
+                data = tomllib.load(fh)
+        except FileNotFoundError:
+            raise ConfigError([(str(path), "config file not found")]) from None
+        except PermissionError:
+            raise ConfigError([(str(path), "config file is not readable (permission denied)")]) from None
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
+    data.update(overrides or {})
+    try:
+        return Settings(**data)
+    except ValidationError as exc:
+        problems = [(_loc(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
+        raise ConfigError(problems) from None
+
+
+def read_secret(path: Path | None, credential: str) -> str | None:
+    """Read a secret from ``$CREDENTIALS_DIRECTORY/<credential>`` (systemd) or ``path``.
+
+    The credential directory wins because under systemd ``LoadCredential`` is
+    the only place the sandboxed service can read secrets from. Trailing
+    newlines are stripped. Returns None when neither exists.
+    """
+    cred_dir = os.environ.get("CREDENTIALS_DIRECTORY")
+    if cred_dir:
+        cred = Path(cred_dir) / credential
+        if cred.is_file():
+            return cred.read_text().rstrip("\r\n")
+    if path is None:
+        return None
+    try:
+        return path.read_text().rstrip("\r\n")
+    except OSError as exc:
+        raise ConfigError([(credential, f"cannot read secret file {path}: {exc.strerror}")]) from None

@@ -1,0 +1,90 @@
+"""Frozen values that cross stage boundaries.
+
+Stages exchange only these (plus numpy arrays), so a stage can be tested by
+constructing its input directly. Arrays inside frozen dataclasses are not
+themselves immutable: by convention no stage writes into an array it did not
+allocate, which is what lets one capture feed many pipelines without a copy.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+import numpy.typing as npt
+
+#: Normalized ``[x_min, y_min, x_max, y_max]`` in the original frame, each in [0, 1].
+Box = tuple[float, float, float, float]
+
+
+@dataclass(frozen=True, slots=True)
+class Frame:
+    """One captured video frame.
+
+    ``image`` is ``H x W x 3`` RGB ``uint8``; ``ts`` is wall-clock seconds since
+    the epoch (for payloads), ``mono`` is ``time.monotonic()`` at capture (for
+    latency and rate measurements, immune to clock jumps).
+    """
+
+    id: int
+    ts: float
+    mono: float
+    source: str
+    image: npt.NDArray[np.uint8]
+
+    @property
+    def width(self) -> int:
+        return int(self.image.shape[1])
+
+    @property
+    def height(self) -> int:
+        return int(self.image.shape[0])
+
+
+@dataclass(frozen=True, slots=True)
+class AudioChunk:
+    """A block of mono float32 samples in [-1, 1] at ``rate`` Hz."""
+
+    ts: float
+    mono: float
+    source: str
+    samples: npt.NDArray[np.float32]
+    rate: int
+
+
+@dataclass(frozen=True, slots=True)
+class Detection:
+    """One detected object; ``box`` is normalized to the original frame."""
+
+    label: str
+    class_id: int
+    score: float
+    box: Box
+
+
+@dataclass(frozen=True, slots=True)
+class Keypoint:
+    """One body keypoint; ``x``/``y`` normalized to the original frame."""
+
+    name: str
+    x: float
+    y: float
+    score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Pose:
+    """One person's pose."""
+
+    score: float
+    box: Box
+    keypoints: tuple[Keypoint, ...]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioClass:
+    """One audio class score for a window."""
+
+    label: str
+    class_id: int
+    score: float

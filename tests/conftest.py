@@ -1,0 +1,34 @@
+"""Shared fixtures: where the real models and media are, and the real broker.
+
+Models and media are never copied into the repo. Tests find them through
+``EDGED_MODEL_MIRROR`` / ``EDGED_MEDIA_DIR`` (set by ``.ci/run``); without
+them, the ``shared/`` folder beside the checkout is used, as in CI.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def _dir_from_env(var: str, default: Path) -> Path:
+    path = Path(os.environ.get(var, default))
+    if not path.is_dir():
+        pytest.fail(f"{var}={path} is not a directory: point it at the shared models/media")
+    return path
+
+
+@pytest.fixture(scope="session")
+def model_mirror() -> Path:
+    """Directory holding the reference model files (the catalog's local mirror)."""
+    return _dir_from_env("EDGED_MODEL_MIRROR", REPO.parent / "shared" / "models")
+
+
+@pytest.fixture(scope="session")
+def media_dir() -> Path:
+    """Directory holding the sample photos, clips and sounds."""
+    return _dir_from_env("EDGED_MEDIA_DIR", REPO.parent / "shared" / "media")
