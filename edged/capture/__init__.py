@@ -1,0 +1,13 @@
+"""Capture: cameras, streams, files and images become :class:`~edged.types.Frame` s.
+
+One :class:`VideoSource` per configured source runs its own capture thread and
+fans every frame out to each subscriber's :class:`LatestSlot` (DESIGN §1).
+"""
+
+from __future__ import annotations
+
+from edged.capture.base import SourceState, SourceStatus, VideoSource
+from edged.capture.factory import open_video_source
+from edged.capture.slot import LatestSlot
+
+__all__ = ["LatestSlot", "SourceState", "SourceStatus", "VideoSource", "open_video_source"]

@@ -1,0 +1,330 @@
+"""The capture loop every video source shares (DESIGN §1, §6; STYLE 6).
+
+A :class:`VideoSource` owns one daemon thread that opens the device, reads
+frames, fans each :class:`~edged.types.Frame` out to every subscriber's
+:class:`~edged.capture.slot.LatestSlot`, and owns its reconnect: any failure
+turns the state to ``down`` with a reason, waits with capped exponential
+backoff and jitter, and reopens, until :meth:`VideoSource.stop` is called.
+Subclasses only say how to open, read and close their device.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from collections import deque
+from dataclasses import dataclass
+from typing import Literal
+from urllib.parse import urlsplit, urlunsplit
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from edged.capture.slot import LatestSlot
+from edged.errors import SourceError
+from edged.settings import SourceSettings
+from edged.types import Frame
+
+SourceState = Literal["starting", "up", "down", "ended", "stopped"]
+
+#: Window over which :attr:`SourceStatus.fps` is measured, seconds.
+FPS_WINDOW_S = 5.0
+
+# A live source whose frames arrive up to this fraction of a period early is
+# still delivered: a camera running at exactly the cap jitters around the
+# schedule, and discarding every other frame would halve its rate.
+_EARLY_TOLERANCE = 0.25
+
+
+def display_uri(uri: str) -> str:
+    """``uri`` safe for logs and status: a password in ``scheme://user:pass@host`` is masked.
+
+    RTSP cameras routinely carry credentials in the URL, and log lines travel
+    further (journald, MQTT state) than the config file does.
+    """
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
+@dataclass(frozen=True, slots=True)
+class SourceStatus:
+    """A consistent snapshot of a source, for the ``state`` and ``stats`` messages."""
+
+    name: str
+    kind: str
+    state: SourceState
+    #: Why the source is ``down`` (or ended/stopped); empty while ``up``.
+    reason: str
+    #: Frames delivered to subscribers since start.
+    frames: int
+    #: Times the source came back ``up`` after being ``down``.
+    reconnects: int
+    #: Delivered frames per second over the last :data:`FPS_WINDOW_S` seconds.
+    fps: float
+    #: Size of the last delivered frame, px (0 before the first frame).
+    width: int
+    height: int
+    #: Wall-clock time of the last state change, seconds since the epoch.
+    since: float
+
+
+class VideoSource(ABC):
+    """Base class of every video source: capture thread, fan-out, reconnect, rate cap.
+
+    ``finite`` sources (files, image folders) have a real end: at the end they
+    start over when ``loop`` is set, else they become ``ended``, close every
+    subscriber's slot and set :attr:`ended`. For live sources (cameras,
+    streams) an end of stream is a failure: ``down``, then reconnect.
+    """
+
+    def __init__(self, settings: SourceSettings, *, finite: bool) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.kind = settings.kind
+        self.finite = finite
+        #: Set once a finite source without ``loop`` has delivered its last frame.
+        self.ended = threading.Event()
+        self._stop_flag = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log = structlog.get_logger(__name__).bind(source=self.name, kind=self.kind)
+
+        # Copy-on-write tuple: the capture thread iterates it without a lock.
+        self._slots: tuple[LatestSlot[Frame], ...] = ()
+        self._slots_lock = threading.Lock()
+        self._slots_closed = False
+
+        self._lock = threading.Lock()  # guards the status fields below
+        self._state: SourceState = "starting"
+        self._reason = ""
+        self._since = time.time()
+        self._frames = 0
+        self._reconnects = 0
+        self._size = (0, 0)
+        self._times: deque[float] = deque(maxlen=int(FPS_WINDOW_S * settings.fps) + 2)
+
+        self._next_id = 0  # only touched by the capture thread
+        self._failures = 0  # consecutive failed sessions, drives the backoff
+
+    # -- subclass interface ---------------------------------------------------
+
+    @abstractmethod
+    def _open(self) -> float | None:
+        """Open the device; raise :class:`SourceError` with a helpful message on failure.
+
+        Return the media's own frame rate when frames must be paced at it
+        (a video file played in real time), else None.
+        """
+
+    @abstractmethod
+    def _read(self) -> npt.NDArray[np.uint8] | None:
+        """Block for the next frame as ``H x W x 3`` RGB; None at the end of the stream."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release the device. Must be safe to call when ``_open`` failed half-way."""
+
+    # -- public API -----------------------------------------------------------
+
+    def subscribe(self) -> LatestSlot[Frame]:
+        """A new latest-frame slot that receives every frame from now on.
+
+        All subscribers get the same :class:`Frame` object (no copy per
+        consumer). After the source ended or stopped the slot comes back closed.
+        """
+        slot: LatestSlot[Frame] = LatestSlot()
+        with self._slots_lock:
+            if self._slots_closed:
+                slot.close()
+            else:
+                self._slots = (*self._slots, slot)
+        return slot
+
+    def unsubscribe(self, slot: LatestSlot[Frame]) -> None:
+        """Stop delivering to ``slot`` (a pipeline that was disabled)."""
+        with self._slots_lock:
+            self._slots = tuple(s for s in self._slots if s is not slot)
+
+    def start(self) -> None:
+        """Start the capture thread (a daemon: it never holds the process open)."""
+        if self._thread is not None:
+            raise RuntimeError(f"source {self.name!r} was already started")
+        self._log.info("source starting", uri=display_uri(self.settings.uri))
+        self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop capturing, close every slot and join the thread for up to ``timeout`` s.
+
+        Slots are closed at once so that waiting pipelines finish even when
+        the thread is stuck in a blocking read (a stream's read timeout).
+        Returns False if the thread had not finished in time.
+        """
+        self._stop_flag.set()
+        self._close_slots()
+        if self._thread is None:
+            self._set_state("stopped", "stopped before start")
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._log.warning("capture thread still blocked in a read", timeout_s=timeout)
+            return False
+        return True
+
+    @property
+    def status(self) -> SourceStatus:
+        """A snapshot of state, reason and counters."""
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self._times if t >= now - FPS_WINDOW_S]
+            # (n-1) intervals since the oldest recent frame, measured up to
+            # *now* so that the rate decays while no frames arrive.
+            span = now - recent[0] if recent else 0.0
+            fps = (len(recent) - 1) / span if len(recent) > 1 and span > 0 else 0.0
+            return SourceStatus(
+                name=self.name,
+                kind=self.kind,
+                state=self._state,
+                reason=self._reason,
+                frames=self._frames,
+                reconnects=self._reconnects,
+                fps=round(fps, 2),
+                width=self._size[0],
+                height=self._size[1],
+                since=self._since,
+            )
+
+    # -- the capture thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        final: SourceState = "stopped"
+        try:
+            while not self._stop_flag.is_set():
+                try:
+                    outcome = self._session()
+                    if outcome == "end" and not self.finite:
+                        where = display_uri(self.settings.uri) or self.name
+                        raise SourceError(
+                            f"{self.kind} source {where!r} stopped delivering frames "
+                            "(end of stream or read timeout)"
+                        )
+                # Any error from a device library must turn into "down" and a
+                # retry, never into a silently dead capture thread (STYLE 6).
+                except Exception as exc:  # noqa: BLE001
+                    if self._stop_flag.is_set():
+                        break  # a read cut short by shutdown is not an outage
+                    reason = str(exc) if isinstance(exc, SourceError) else repr(exc)
+                    delay = self._backoff()
+                    self._set_state("down", reason, retry_in_s=round(delay, 2))
+                    if self._stop_flag.wait(delay):
+                        break
+                    continue
+                if outcome == "stop" or self._stop_flag.is_set():
+                    break
+                if not self.settings.loop:
+                    final = "ended"
+                    break
+                self._log.debug("source looping")
+        finally:
+            self._close_slots()
+            if final == "ended":
+                self._set_state("ended", "end of media")
+                self.ended.set()
+            else:
+                self._set_state("stopped", "stop requested")
+
+    def _session(self) -> Literal["end", "stop"]:
+        """Open, deliver frames until the end of the stream or stop, close."""
+        delivered = 0
+        try:
+            media_rate = self._open()
+            rate = min(self.settings.fps, media_rate) if media_rate else self.settings.fps
+            period = 1.0 / rate
+            due = time.monotonic()
+            while not self._stop_flag.is_set():
+                if self.finite:
+                    # Pace against an absolute monotonic schedule: a fixed
+                    # sleep(period) would drift by the read time every frame.
+                    delay = due - time.monotonic()
+                    if delay > 0 and self._stop_flag.wait(delay):
+                        return "stop"
+                image = self._read()
+                if image is None:
+                    if self.finite and delivered == 0:
+                        raise SourceError(
+                            f"no frame could be read from {display_uri(self.settings.uri)!r}"
+                        )
+                    return "end"
+                now = time.monotonic()
+                if now < due - _EARLY_TOLERANCE * period:
+                    # A live source faster than the cap: drop the frame rather
+                    # than sleep, since sleeping would leave stale frames in
+                    # the device or network buffer and add latency.
+                    continue
+                due = max(due + period, now)
+                self._deliver(image, now)
+                delivered += 1
+                if delivered == 1:
+                    self._came_up()
+            return "stop"
+        finally:
+            self._close_quietly()
+
+    def _deliver(self, image: npt.NDArray[np.uint8], now: float) -> None:
+        frame = Frame(id=self._next_id, ts=time.time(), mono=now, source=self.name, image=image)
+        self._next_id += 1
+        for slot in self._slots:
+            slot.put(frame)
+        with self._lock:
+            self._frames += 1
+            self._times.append(now)
+            self._size = (frame.width, frame.height)
+
+    def _came_up(self) -> None:
+        self._failures = 0
+        with self._lock:
+            recovered = self._state == "down"
+            if recovered:
+                self._reconnects += 1
+        w, h = self._size
+        self._set_state("up", "", width=w, height=h)
+
+    def _backoff(self) -> float:
+        """Next reopen delay: exponential from ``reconnect_min_s``, capped, with jitter.
+
+        Jitter (up to -25 %) keeps a fleet that lost its NVR at the same
+        moment from reconnecting in lockstep.
+        """
+        base = self.settings.reconnect_min_s * 2.0 ** min(self._failures, 30)
+        self._failures += 1
+        capped = min(base, self.settings.reconnect_max_s)
+        return capped * (1.0 - 0.25 * random.random())  # noqa: S311 - jitter, not crypto
+
+    def _set_state(self, state: SourceState, reason: str, **extra: object) -> None:
+        """Record a state change and log it once (not again while it stays the same)."""
+        with self._lock:
+            if (state, reason) == (self._state, self._reason):
+                return
+            self._state, self._reason, self._since = state, reason, time.time()
+        if state == "down":
+            self._log.warning("source down", reason=reason, **extra)
+        else:
+            self._log.info(f"source {state}", **({"reason": reason} if reason else {}), **extra)
+
+    def _close_slots(self) -> None:
+        with self._slots_lock:
+            self._slots_closed = True
+            slots = self._slots
+        for slot in slots:
+            slot.close()
+
+    def _close_quietly(self) -> None:
+        try:
+            self._close()
+        except Exception as exc:  # noqa: BLE001 - a failing release must not mask the cause
+            self._log.debug("error while closing the device", error=repr(exc))

@@ -1,0 +1,105 @@
+"""The latest-frame slot between a capture thread and one pipeline (DESIGN §1).
+
+A slot holds at most one item. When the consumer is slower than the producer,
+the unread item is replaced and counted in :attr:`LatestSlot.dropped`: stale
+frames are dropped, never queued, so a slow model never makes capture lag or
+memory grow.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Generic, TypeVar
+
+T = TypeVar("T")
+
+
+class LatestSlot(Generic[T]):
+    """A thread-safe, single-item mailbox that keeps only the newest item.
+
+    Invariant (checked by a property test): every accepted ``put`` is either
+    taken by exactly one ``get``, dropped by a later ``put``, or still pending::
+
+        put_count == taken + dropped + (1 if pending else 0)
+
+    After :meth:`close`, ``put`` is ignored, and ``get`` still hands out the
+    pending item (so the last frame of a file reaches the pipeline) before it
+    starts returning None.
+    """
+
+    __slots__ = ("_closed", "_cond", "_has_item", "_item", "dropped", "put_count", "taken")
+
+    def __init__(self) -> None:
+        # A plain Lock (not the default RLock) is enough and a little cheaper;
+        # this is on the per-frame hot path.
+        self._cond = threading.Condition(threading.Lock())
+        self._item: T | None = None
+        self._has_item = False
+        self._closed = False
+        #: Items accepted by :meth:`put` (not counting puts after close).
+        self.put_count = 0
+        #: Items replaced before any consumer took them.
+        self.dropped = 0
+        #: Items handed out by :meth:`get`.
+        self.taken = 0
+
+    @property
+    def closed(self) -> bool:
+        """True once :meth:`close` was called; no new items will arrive."""
+        return self._closed
+
+    @property
+    def pending(self) -> bool:
+        """True while an item waits to be taken."""
+        return self._has_item
+
+    def put(self, item: T) -> bool:
+        """Offer ``item``, replacing (and counting as dropped) an untaken one.
+
+        Never blocks beyond the internal lock. Returns False, and does
+        nothing, when the slot is closed.
+        """
+        with self._cond:
+            if self._closed:
+                return False
+            if self._has_item:
+                self.dropped += 1
+            self._item = item
+            self._has_item = True
+            self.put_count += 1
+            self._cond.notify()
+        return True
+
+    def get(self, timeout: float | None = None) -> T | None:
+        """Take the newest item, waiting up to ``timeout`` seconds (None: forever).
+
+        Returns None on timeout, or when the slot is closed and empty.
+        """
+        with self._cond:
+            if not self._has_item and not self._closed:
+                if timeout is None:
+                    while not self._has_item and not self._closed:
+                        self._cond.wait()
+                else:
+                    # Wait against a deadline: spurious wakeups must not
+                    # stretch the total wait beyond ``timeout``.
+                    deadline = time.monotonic() + timeout
+                    while not self._has_item and not self._closed:
+                        remaining = deadline - time.monotonic()
+                        if remaining <= 0:
+                            return None
+                        self._cond.wait(remaining)
+            if not self._has_item:
+                return None
+            item = self._item
+            self._item = None  # do not keep a large frame alive after hand-over
+            self._has_item = False
+            self.taken += 1
+            return item
+
+    def close(self) -> None:
+        """Stop accepting items and wake every waiting reader."""
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
