@@ -14,7 +14,15 @@ import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+from pydantic import (
+    BaseModel,
+    BeforeValidator,
+    ConfigDict,
+    Field,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -41,7 +49,13 @@ def check_segment(value: str) -> str:
     return value
 
 
-Segment = Annotated[str, Field(min_length=1, max_length=128)]
+def _empty_is_none(value: object) -> object:
+    # DESIGN §8 writes unset paths as "" (TOML has no null): treat it as unset.
+    return None if value == "" else value
+
+
+#: An optional path; "" in TOML or the environment means unset.
+OptPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
 
 
 class _Section(BaseModel):
@@ -58,11 +72,11 @@ class MqttSettings(_Section):
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="Keep-alive interval, seconds.")
     username: str = Field("", description="User name; empty for anonymous.")
-    password_file: Path | None = Field(
+    password_file: OptPath = Field(
         None, description="File holding the password (or credential 'mqtt_password')."
     )
     tls: bool = Field(False, description="Connect with TLS; the server certificate is verified.")
-    ca_file: Path | None = Field(None, description="CA bundle for tls = true; system CAs if unset.")
+    ca_file: OptPath = Field(None, description="CA bundle for tls = true; system CAs if unset.")
     homeassistant: bool = Field(True, description="Publish Home Assistant MQTT discovery configs.")
     reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay, seconds.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Reconnect delay cap, seconds.")
@@ -87,10 +101,11 @@ class ModelsSettings(_Section):
     """Where models live on the device and where they are fetched from."""
 
     dir: Path = Field(Path("/var/lib/edged/models"), description="Installed model files.")
-    mirror: Path | None = Field(
-        None, description="Local directory to pull from instead of the URLs (or EDGED_MODEL_MIRROR)."
+    mirror: OptPath = Field(
+        None,
+        description="Local directory to pull from instead of the URLs (or EDGED_MODEL_MIRROR).",
     )
-    catalog: Path | None = Field(None, description="Catalog TOML; default: the bundled catalog.")
+    catalog: OptPath = Field(None, description="Catalog TOML; default: the bundled catalog.")
 
 
 SourceKind = Literal["picamera2", "v4l2", "stream", "file", "images", "microphone", "wav"]
@@ -109,6 +124,10 @@ class SourceSettings(_Section):
     )
     width: int = Field(640, ge=16, description="picamera2/v4l2: requested frame width, px.")
     height: int = Field(480, ge=16, description="picamera2/v4l2: requested frame height, px.")
+    rate: int = Field(16000, ge=8000, le=192000, description="microphone: sample rate, Hz.")
+    channels: int = Field(
+        1, ge=1, le=8, description="microphone: channels captured (mixed to mono)."
+    )
     reconnect_min_s: float = Field(1.0, gt=0, description="First reopen delay, seconds.")
     reconnect_max_s: float = Field(30.0, gt=0, description="Reopen delay cap, seconds.")
 
@@ -148,7 +167,7 @@ class PipelineSettings(_Section):
     task: Literal["detection", "pose", "audio"] = Field(description="What the model does.")
     model: str = Field(description="Catalog name, or a path to a model file.")
     decoder: str = Field("", description="Decoder for a model given by path (e.g. 'yolox').")
-    label_file: Path | None = Field(None, description="Labels for a model given by path.")
+    label_file: OptPath = Field(None, description="Labels for a model given by path.")
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum score to report.")
     labels: list[str] = Field(default_factory=list, description="Only report these labels.")
     publish: Literal["all", "changes", "nonempty"] = Field(
@@ -160,6 +179,21 @@ class PipelineSettings(_Section):
     max_fps: float = Field(5.0, gt=0, le=240, description="Inference rate cap, per second.")
     threads: int = Field(2, ge=1, le=64, description="Inference threads for this model.")
     motion_gate: bool = Field(False, description="Skip frames without motion.")
+    motion_area: float = Field(
+        0.005,
+        gt=0,
+        le=1,
+        description="Motion gate: changed fraction of the image that counts as motion.",
+    )
+    keepalive_s: float = Field(
+        10.0, gt=0, description="Motion gate: run inference at least this often anyway, seconds."
+    )
+    track: bool = Field(True, description="Detection: track objects and publish events.")
+    hop_s: float = Field(0.48, gt=0, le=10, description="Audio: step between windows, seconds.")
+    top_k: int = Field(5, ge=1, le=50, description="Audio: classes reported per window.")
+    smoothing: int = Field(
+        1, ge=1, le=20, description="Audio: average scores over this many windows (1 = off)."
+    )
     offload: PipelineOffloadSettings = Field(default_factory=PipelineOffloadSettings)
 
     @field_validator("name")
@@ -172,8 +206,8 @@ class OffloadSettings(_Section):
     """The cloud model endpoint and the budget for using it."""
 
     url: str = Field("", description="https:// URL of the cloud model; empty disables offload.")
-    token_file: Path | None = Field(None, description="Bearer token file (credential 'offload_token').")
-    ca_file: Path | None = Field(None, description="CA bundle to verify the endpoint.")
+    token_file: OptPath = Field(None, description="Bearer token file (credential 'offload_token').")
+    ca_file: OptPath = Field(None, description="CA bundle to verify the endpoint.")
     max_rtt_ms: float = Field(300, gt=0, description="Link counts as degraded above this RTT, ms.")
     frames_per_minute: float = Field(6, ge=0, description="Budget: frames sent per minute.")
     mb_per_day: float = Field(50, ge=0, description="Budget: megabytes sent per day.")
@@ -191,9 +225,13 @@ class Settings(BaseSettings):
         frozen=True,
     )
 
-    device_id: str = Field(default_factory=socket.gethostname, description="Device id; default hostname.")
+    device_id: str = Field(
+        default_factory=socket.gethostname, description="Device id; default hostname."
+    )
     state_dir: Path = Field(Path("/var/lib/edged"), description="Writable state (outbox, seq).")
-    log_level: Literal["debug", "info", "warning", "error"] = Field("info", description="Log level.")
+    log_level: Literal["debug", "info", "warning", "error"] = Field(
+        "info", description="Log level."
+    )
     stats_interval_s: float = Field(10.0, gt=0, description="Period of the stats message, s.")
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
@@ -205,11 +243,11 @@ class Settings(BaseSettings):
     @classmethod
     def settings_customise_sources(
         cls,
-        settings_cls: type[BaseSettings],
+        settings_cls: type[BaseSettings],  # noqa: ARG003
         init_settings: PydanticBaseSettingsSource,
         env_settings: PydanticBaseSettingsSource,
-        dotenv_settings: PydanticBaseSettingsSource,
-        file_secret_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,  # noqa: ARG003  (no .env files on devices)
+        file_secret_settings: PydanticBaseSettingsSource,  # noqa: ARG003  (secrets: read_secret)
     ) -> tuple[PydanticBaseSettingsSource, ...]:
         # Environment wins over the file: systemd drop-ins and Ansible can
         # override one key without templating the whole file.
@@ -222,19 +260,22 @@ class Settings(BaseSettings):
 
     @model_validator(mode="after")
     def _references_ok(self) -> Settings:
-        problems: list[str] = []
         names = [s.name for s in self.sources]
-        for dup in sorted({n for n in names if names.count(n) > 1}):
-            problems.append(f"source name {dup!r} is used more than once")
         pnames = [p.name for p in self.pipelines]
-        for dup in sorted({n for n in pnames if pnames.count(n) > 1}):
-            problems.append(f"pipeline name {dup!r} is used more than once")
-        for p in self.pipelines:
-            if p.source not in names:
-                problems.append(
-                    f"pipeline {p.name!r} reads source {p.source!r}, which is not defined "
-                    f"(sources: {', '.join(names) or 'none'})"
-                )
+        problems = [
+            f"source name {d!r} is used more than once"
+            for d in sorted({n for n in names if names.count(n) > 1})
+        ]
+        problems += [
+            f"pipeline name {d!r} is used more than once"
+            for d in sorted({n for n in pnames if pnames.count(n) > 1})
+        ]
+        problems += [
+            f"pipeline {p.name!r} reads source {p.source!r}, which is not defined "
+            f"(sources: {', '.join(names) or 'none'})"
+            for p in self.pipelines
+            if p.source not in names
+        ]
         if problems:
             raise ValueError("; ".join(problems))
         return self
@@ -270,7 +311,9 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) ->
         except FileNotFoundError:
             raise ConfigError([(str(path), "config file not found")]) from None
         except PermissionError:
-            raise ConfigError([(str(path), "config file is not readable (permission denied)")]) from None
+            raise ConfigError(
+                [(str(path), "config file is not readable (permission denied)")]
+            ) from None
         except tomllib.TOMLDecodeError as exc:
             raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
     data.update(overrides or {})
@@ -298,4 +341,6 @@ def read_secret(path: Path | None, credential: str) -> str | None:
     try:
         return path.read_text().rstrip("\r\n")
     except OSError as exc:
-        raise ConfigError([(credential, f"cannot read secret file {path}: {exc.strerror}")]) from None
+        raise ConfigError(
+            [(credential, f"cannot read secret file {path}: {exc.strerror}")]
+        ) from None

@@ -1,0 +1,238 @@
+"""Command line: ``edged run | check | config schema | models … | demo``.
+
+Exit codes follow sysexits.h where systemd cares: 78 (EX_CONFIG) for an
+invalid configuration, which the unit lists in ``RestartPreventExitStatus``
+so that a broken config fails once instead of restarting in a loop.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+import structlog
+
+from edged import __version__
+from edged.catalog.catalog import Catalog, load_catalog
+from edged.errors import CatalogError, ConfigError, EdgedError
+from edged.log import configure_logging
+from edged.settings import DEFAULT_CONFIG, Settings, load_settings
+
+EX_OK = 0
+EX_FAILURE = 1
+EX_USAGE = 64
+EX_UNAVAILABLE = 69
+EX_CONFIG = 78
+
+log = structlog.get_logger("edged")
+
+
+def _print_problems(problems: Sequence[tuple[str, str]], *, header: str) -> None:
+    print(header, file=sys.stderr)
+    for key, msg in problems:
+        print(f"  {key}: {msg}", file=sys.stderr)
+
+
+def _load(path: Path) -> Settings:
+    return load_settings(path)
+
+
+def cmd_check(args: argparse.Namespace) -> int:
+    from edged.check import preflight
+
+    try:
+        settings = _load(args.config)
+        catalog = load_catalog(settings.models.catalog)
+    except ConfigError as exc:
+        _print_problems(exc.problems, header=f"{args.config}: invalid configuration")
+        return EX_CONFIG
+    except CatalogError as exc:
+        _print_problems(
+            [("models.catalog", str(exc))], header=f"{args.config}: invalid configuration"
+        )
+        return EX_CONFIG
+    result = preflight(settings, catalog, connect_broker=not args.offline)
+    result.close()
+    for key, msg in result.warnings:
+        print(f"warning: {key}: {msg}", file=sys.stderr)
+    if result.problems:
+        _print_problems(result.problems, header=f"{args.config}: {len(result.problems)} problem(s)")
+        return EX_CONFIG
+    print(
+        f"{args.config}: OK ({len(settings.sources)} sources, {len(settings.pipelines)} pipelines)"
+    )
+    return EX_OK
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from edged.app import run_daemon
+
+    return run_daemon(args.config)
+
+
+def cmd_config_schema(_args: argparse.Namespace) -> int:
+    json.dump(Settings.model_json_schema(), sys.stdout, indent=2)
+    print()
+    return EX_OK
+
+
+def cmd_config_reference(_args: argparse.Namespace) -> int:
+    from edged.config_doc import reference_markdown
+
+    print(reference_markdown())
+    return EX_OK
+
+
+def _catalog_and_settings(args: argparse.Namespace) -> tuple[Settings, Catalog]:
+    settings = (
+        _load(args.config) if args.config.is_file() or args.config != DEFAULT_CONFIG else Settings()
+    )
+    if args.models_dir is not None:
+        settings = settings.model_copy(
+            update={"models": settings.models.model_copy(update={"dir": args.models_dir})}
+        )
+    return settings, load_catalog(settings.models.catalog)
+
+
+def cmd_models_list(args: argparse.Namespace) -> int:
+    from edged.catalog.fetch import verify
+
+    settings, catalog = _catalog_and_settings(args)
+    print(f"{'name':28} {'task':10} {'runtime':12} {'size':>9}  installed")
+    for e in catalog.models:
+        ok = verify(e.file, settings.models.dir / e.file.name) is None
+        size = f"{e.file.size / 1e6:7.1f}MB"
+        print(f"{e.name:28} {e.task:10} {e.runtime:12} {size}  {'yes' if ok else 'no'}")
+    return EX_OK
+
+
+def _progress(name: str, done: int, total: int) -> None:
+    if not sys.stderr.isatty():
+        return
+    pct = f"{100 * done / total:5.1f}%" if total else f"{done / 1e6:.1f} MB"
+    print(f"\r  {name}: {pct}", end="" if done < total else "\n", file=sys.stderr, flush=True)
+
+
+def cmd_models_pull(args: argparse.Namespace) -> int:
+    from edged.catalog.fetch import pull
+    from edged.catalog.resolve import mirror_dir
+
+    settings, catalog = _catalog_and_settings(args)
+    names = args.names or catalog.names()
+    mirror = args.mirror or mirror_dir(settings)
+    failed = 0
+    for name in names:
+        try:
+            for item in pull(
+                catalog.get(name), settings.models.dir, mirror=mirror, progress=_progress
+            ):
+                print(f"{name}: {item.name} ({item.origin})")
+        except EdgedError as exc:
+            failed += 1
+            print(f"{name}: FAILED: {exc}", file=sys.stderr)
+    return EX_FAILURE if failed else EX_OK
+
+
+def cmd_models_verify(args: argparse.Namespace) -> int:
+    from edged.catalog.fetch import verify
+
+    settings, catalog = _catalog_and_settings(args)
+    bad = 0
+    for e in catalog.models:
+        problems = [p for a in e.artifacts() if (p := verify(a, settings.models.dir / a.name))]
+        status = "ok" if not problems else "; ".join(problems)
+        bad += bool(problems)
+        print(f"{e.name}: {status}")
+    return EX_FAILURE if bad else EX_OK
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from edged.demo import run_demo
+
+    return run_demo(duration_s=args.duration, workdir=args.workdir, media=args.media)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="edged", description=__doc__.split("\n", 1)[0] if __doc__ else None
+    )
+    parser.add_argument("--version", action="version", version=f"edged {__version__}")
+    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
+        p.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG, help="TOML config file")
+        return p
+
+    p = with_config(sub.add_parser("run", help="run the daemon"))
+    p.set_defaults(func=cmd_run)
+    p = with_config(
+        sub.add_parser("check", help="validate config and models; exit 78 listing every problem")
+    )
+    p.add_argument("--offline", action="store_true", help="do not try to connect to the broker")
+    p.set_defaults(func=cmd_check)
+
+    cfg = sub.add_parser("config", help="configuration helpers").add_subparsers(
+        dest="config_cmd", required=True
+    )
+    cfg.add_parser("schema", help="print the JSON schema of the config").set_defaults(
+        func=cmd_config_schema
+    )
+    cfg.add_parser("reference", help="print the configuration reference (Markdown)").set_defaults(
+        func=cmd_config_reference
+    )
+
+    models = sub.add_parser("models", help="model catalog").add_subparsers(
+        dest="models_cmd", required=True
+    )
+    for name, func, helptext in (
+        ("list", cmd_models_list, "list catalog models and whether they are installed"),
+        ("pull", cmd_models_pull, "download (or copy from a mirror) and verify models"),
+        ("verify", cmd_models_verify, "re-hash installed model files"),
+    ):
+        mp = with_config(models.add_parser(name, help=helptext))
+        mp.add_argument("--models-dir", type=Path, default=None, help="override [models] dir")
+        mp.set_defaults(func=func)
+        if name == "pull":
+            mp.add_argument("names", nargs="*", help="catalog names (default: all)")
+            mp.add_argument("--mirror", type=Path, default=None, help="local mirror directory")
+
+    p = sub.add_parser(
+        "demo", help="run on sample media with a broker of its own, printing what is published"
+    )
+    p.add_argument("--duration", type=float, default=20.0, help="seconds to run (0: until Ctrl-C)")
+    p.add_argument(
+        "--workdir",
+        type=Path,
+        default=None,
+        help="where models and state go (default: a cache dir)",
+    )
+    p.add_argument(
+        "--media", type=Path, default=None, help="sample media directory (default: EDGED_MEDIA_DIR)"
+    )
+    p.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    """Entry point of the ``edged`` console script."""
+    args = build_parser().parse_args(argv)
+    if args.command != "run":  # run configures logging from its settings
+        configure_logging(args.log_level or "warning")
+    try:
+        return int(args.func(args))
+    except ConfigError as exc:
+        _print_problems(exc.problems, header="invalid configuration")
+        return EX_CONFIG
+    except EdgedError as exc:
+        print(f"edged: {exc}", file=sys.stderr)
+        return EX_FAILURE
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

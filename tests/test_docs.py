@@ -1,0 +1,43 @@
+"""The README, config reference and example config stay true to the code."""
+
+from __future__ import annotations
+
+import re
+import tomllib
+from pathlib import Path
+
+from edged.config_doc import reference_markdown
+from edged.settings import Settings, load_settings
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+def test_config_reference_is_generated_from_code() -> None:
+    """docs/configuration.md equals `edged config reference` (regenerate it when this fails)."""
+    on_disk = (REPO / "docs" / "configuration.md").read_text()
+    assert on_disk.strip() == reference_markdown().strip()
+
+
+def test_example_config_is_valid() -> None:
+    """examples/edged.toml loads without a single problem."""
+    settings = load_settings(REPO / "examples" / "edged.toml")
+    assert settings.mqtt.tls, "the example must show TLS"
+    assert settings.mqtt.password_file is not None
+
+
+def test_example_config_shows_every_section_key() -> None:
+    """Every key of [mqtt], [outbox], [models] and [offload] appears in the example."""
+    data = tomllib.loads((REPO / "examples" / "edged.toml").read_text())
+    for section in ("outbox", "offload"):
+        fields = set(Settings.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
+        assert fields == set(data[section]), section
+
+
+def test_readme_opens_with_two_commands() -> None:
+    """The README opens with exactly two shell commands: the demo, then the test suite."""
+    text = (REPO / "README.md").read_text()
+    head = text.split("\n---", 1)[0]
+    blocks = re.findall(r"```sh\n(.*?)```", head, flags=re.S)
+    assert len(blocks) == 2
+    assert "edged demo" in blocks[0]
+    assert blocks[1].strip() == "bash .ci/run"
