@@ -12,6 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from edged.catalog.catalog import load_catalog
+from edged.catalog.fetch import pull
+from tests.helpers.broker import *  # noqa: F403  (broker fixtures are registered by name)
+
 REPO = Path(__file__).resolve().parent.parent
 
 
@@ -32,3 +36,13 @@ def model_mirror() -> Path:
 def media_dir() -> Path:
     """Directory holding the sample photos, clips and sounds."""
     return _dir_from_env("EDGED_MEDIA_DIR", REPO.parent / "shared" / "media")
+
+
+@pytest.fixture(scope="session")
+def models_dir(model_mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Every catalog model pulled (sha256-verified) from the mirror, once per session."""
+    dest = tmp_path_factory.mktemp("models")
+    catalog = load_catalog()
+    for name in catalog.names():
+        pull(catalog.get(name), dest, mirror=model_mirror)
+    return dest

@@ -1,0 +1,559 @@
+"""Payloads edged publishes (DESIGN §2) and the :class:`Message` handed to MQTT.
+
+Two steps turn a result into bytes, because ``id`` and ``seq`` are assigned by
+different owners at different times:
+
+1. A pipeline builds a result model (``detections_result(…)`` etc.). The model
+   gets its ``id`` right there, once: retries re-send the same bytes, so
+   consumers can deduplicate on it. It has no ``seq`` yet.
+2. Whoever *accepts* the result (the durable outbox, DESIGN §3) wraps it in a
+   :class:`ResultEnvelope` and calls :meth:`ResultEnvelope.with_seq` inside
+   the transaction that stores it, so the per-device counter and the stored
+   row can never disagree, across restarts included. The resulting
+   :class:`Message` is immutable; the same bytes go out on every retry.
+
+Floats are rounded (scores and coordinates to 4 decimals, timings to 2) when
+a model is built, so payloads stay small and equal inputs give equal bytes.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+import uuid
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Annotated, Any, ClassVar, Final, Literal
+
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic.json_schema import SkipJsonSchema
+
+from edged.publish.topics import ResultKind, Topics
+from edged.settings import check_segment
+from edged.types import AudioClass, Detection, Frame, Pose
+
+PAYLOAD_VERSION: Final = 1
+
+# Box coordinates a little outside [0, 1] are normal (a box reaching into the
+# letterbox padding, float error) and are clamped; far outside means the
+# decoder forgot to normalize (pixel coordinates), which must not be published.
+_BOX_SLACK: Final = 0.5
+
+
+# --- small value helpers ---------------------------------------------------
+
+
+def new_id() -> str:
+    """A new result id: a UUIDv7 string (48-bit Unix ms timestamp + 74 random bits).
+
+    Time-ordered ids keep database indexes compact and let a human see roughly
+    when a result was made; ordering guarantees come from ``seq``, not ``id``.
+    """
+    ms = time.time_ns() // 1_000_000
+    rand = int.from_bytes(os.urandom(10), "big")
+    rand_a = (rand >> 62) & 0xFFF
+    rand_b = rand & ((1 << 62) - 1)
+    value = (ms & ((1 << 48) - 1)) << 80 | 0x7 << 76 | rand_a << 64 | 0b10 << 62 | rand_b
+    return str(uuid.UUID(int=value))
+
+
+def iso_utc(ts: float) -> str:
+    """Format epoch seconds as ISO-8601 UTC with milliseconds and ``Z``."""
+    text = datetime.fromtimestamp(ts, UTC).isoformat(timespec="milliseconds")
+    return text.replace("+00:00", "Z")
+
+
+def _round4(v: float) -> float:
+    return round(v, 4)
+
+
+def _round2(v: float) -> float:
+    return round(v, 2)
+
+
+def _round3(v: float) -> float:
+    return round(v, 3)
+
+
+def _round1(v: float) -> float:
+    return round(v, 1)
+
+
+def _unit(v: float) -> float:
+    # Keypoints of a body partly outside the frame are predicted in the
+    # letterbox padding; clamping keeps them at the frame edge.
+    return round(min(1.0, max(0.0, v)), 4)
+
+
+def _box(v: tuple[float, float, float, float]) -> tuple[float, float, float, float]:
+    if any(not -_BOX_SLACK <= c <= 1.0 + _BOX_SLACK for c in v):
+        raise ValueError(
+            f"box {list(v)} is not normalized to [0, 1] (pixel coordinates?): "
+            "divide by the original frame's width and height"
+        )
+    x0, y0, x1, y1 = (round(min(1.0, max(0.0, c)), 4) for c in v)
+    if x0 > x1 or y0 > y1:
+        raise ValueError(f"box {list(v)} is not [x_min, y_min, x_max, y_max]")
+    return (x0, y0, x1, y1)
+
+
+def _segment(v: str) -> str:
+    return check_segment(v)
+
+
+Score = Annotated[float, Field(ge=0.0, le=1.0), AfterValidator(_round4)]
+Coord = Annotated[float, AfterValidator(_unit)]
+Millis = Annotated[float, Field(ge=0.0), AfterValidator(_round2)]
+NormBox = Annotated[
+    tuple[float, float, float, float],
+    AfterValidator(_box),
+    Field(description="Normalized [x_min, y_min, x_max, y_max] in the original frame."),
+]
+Name = Annotated[str, AfterValidator(_segment)]
+Timestamp = Annotated[
+    str,
+    Field(
+        pattern=r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$",
+        description="ISO-8601 UTC with milliseconds, e.g. 2026-11-21T23:37:53.123Z.",
+    ),
+]
+
+
+class _Payload(BaseModel):
+    # NaN/inf cannot be written as JSON; rejecting them here points at the
+    # stage that produced them instead of at a consumer's parser.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
+
+
+# --- parts of a result -----------------------------------------------------
+
+
+class ModelRef(_Payload):
+    """Which model produced the result."""
+
+    name: str = Field(description="Catalog name, or the model file's stem.")
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$", description="SHA-256 of the model file.")
+
+
+class FrameRef(_Payload):
+    """The frame a video result was computed on."""
+
+    id: int = Field(ge=0, description="Frame counter of the source.")
+    w: int = Field(gt=0, description="Original frame width, px.")
+    h: int = Field(gt=0, description="Original frame height, px.")
+
+    @classmethod
+    def of(cls, frame: Frame) -> FrameRef:
+        """Reference to a captured frame."""
+        return cls(id=frame.id, w=frame.width, h=frame.height)
+
+
+class Timing(_Payload):
+    """Stage durations of this result, milliseconds."""
+
+    pre: Millis = Field(description="Preprocessing, ms.")
+    infer: Millis = Field(description="Inference, ms.")
+    post: Millis = Field(description="Decoding, ms.")
+
+
+class DetectionItem(_Payload):
+    """One detected object."""
+
+    label: str
+    class_id: int = Field(ge=0)
+    score: Score
+    box: NormBox
+
+    @classmethod
+    def of(cls, d: Detection) -> DetectionItem:
+        return cls(label=d.label, class_id=d.class_id, score=d.score, box=d.box)
+
+
+class KeypointItem(_Payload):
+    """One keypoint; ``x``/``y`` normalized to the original frame."""
+
+    name: str
+    x: Coord
+    y: Coord
+    score: Score
+
+
+class PoseItem(_Payload):
+    """One person's pose."""
+
+    score: Score
+    box: NormBox
+    keypoints: list[KeypointItem]
+
+    @classmethod
+    def of(cls, p: Pose) -> PoseItem:
+        return cls(
+            score=p.score,
+            box=p.box,
+            keypoints=[KeypointItem(name=k.name, x=k.x, y=k.y, score=k.score) for k in p.keypoints],
+        )
+
+
+class ClassItem(_Payload):
+    """One audio class score."""
+
+    label: str
+    class_id: int = Field(ge=0)
+    score: Score
+
+    @classmethod
+    def of(cls, c: AudioClass) -> ClassItem:
+        return cls(label=c.label, class_id=c.class_id, score=c.score)
+
+
+class Window(_Payload):
+    """The audio window a result was computed on."""
+
+    start: Timestamp
+    duration_s: Annotated[float, Field(gt=0.0), AfterValidator(_round3)]
+
+
+# --- results ---------------------------------------------------------------
+
+
+def _schema_seq_required(schema: dict[str, Any]) -> None:
+    """Publish ``seq`` as a required integer: it is only absent before acceptance."""
+    props = schema.get("properties", {})
+    if "seq" in props:
+        props["seq"].pop("default", None)
+    always = [key for key in ("v", "id", "seq") if key in props]
+    schema["required"] = always + [k for k in schema.get("required", []) if k not in always]
+
+
+class _Result(_Payload):
+    """Fields common to every result message (version 1)."""
+
+    model_config = ConfigDict(json_schema_extra=_schema_seq_required)
+
+    KIND: ClassVar[ResultKind]
+
+    v: Literal[1] = Field(default=PAYLOAD_VERSION, description="Payload version.")
+    id: str = Field(
+        default_factory=new_id,
+        description="Unique, stable across retries; consumers deduplicate on it.",
+    )
+    # None until the result is accepted by the outbox (see ResultEnvelope);
+    # SkipJsonSchema keeps the published schema a plain integer.
+    seq: Annotated[int, Field(ge=0)] | SkipJsonSchema[None] = Field(
+        default=None,
+        description="Per-device counter over all results, monotonic across restarts; "
+        "a gap means a result was lost.",
+    )
+    ts: Timestamp
+    device: Name
+    pipeline: Name
+    source: Name
+
+
+class DetectionResult(_Result):
+    """Payload of ``<prefix>/<dev>/<pipeline>/detections``."""
+
+    KIND: ClassVar[ResultKind] = "detections"
+
+    model: ModelRef
+    frame: FrameRef
+    timing_ms: Timing
+    detections: list[DetectionItem]
+
+
+class PoseResult(_Result):
+    """Payload of ``<prefix>/<dev>/<pipeline>/pose``."""
+
+    KIND: ClassVar[ResultKind] = "pose"
+
+    model: ModelRef
+    frame: FrameRef
+    timing_ms: Timing
+    poses: list[PoseItem]
+
+
+class AudioResult(_Result):
+    """Payload of ``<prefix>/<dev>/<pipeline>/audio`` (top-k classes of one window)."""
+
+    KIND: ClassVar[ResultKind] = "audio"
+
+    model: ModelRef
+    timing_ms: Timing
+    window: Window
+    classes: list[ClassItem]
+
+
+class OffloadResult(_Result):
+    """Payload of ``<prefix>/<dev>/<pipeline>/offload``: the cloud verdict on a local result."""
+
+    KIND: ClassVar[ResultKind] = "offload"
+
+    ref: str = Field(description="id of the local result this verdict is about.")
+    model: ModelRef = Field(description="The cloud model.")
+    frame: FrameRef | None = None
+    timing_ms: Timing | None = None
+    window: Window | None = None
+    detections: list[DetectionItem] | None = None
+    poses: list[PoseItem] | None = None
+    classes: list[ClassItem] | None = None
+
+    @model_validator(mode="after")
+    def _one_verdict(self) -> OffloadResult:
+        given = [k for k in ("detections", "poses", "classes") if getattr(self, k) is not None]
+        if len(given) != 1:
+            raise ValueError(
+                f"an offload verdict carries exactly one of detections/poses/classes, got {given}"
+            )
+        return self
+
+
+class EventResult(_Result):
+    """Payload of ``<prefix>/<dev>/<pipeline>/events`` (e.g. a label appeared or left)."""
+
+    KIND: ClassVar[ResultKind] = "events"
+
+    model: ModelRef | None = None
+    event: str = Field(min_length=1, description="Event name, e.g. 'person_entered'.")
+    data: dict[str, JsonValue] = Field(default_factory=dict)
+
+
+AnyResult = DetectionResult | PoseResult | AudioResult | OffloadResult | EventResult
+
+
+# --- builders from stage values ---------------------------------------------
+
+
+def detections_result(
+    *,
+    device: str,
+    pipeline: str,
+    model: ModelRef,
+    frame: Frame,
+    timing: Timing,
+    detections: Iterable[Detection],
+) -> DetectionResult:
+    """Build a detection result for ``frame`` (``ts``, ``source`` and size come from it)."""
+    return DetectionResult(
+        ts=iso_utc(frame.ts),
+        device=device,
+        pipeline=pipeline,
+        source=frame.source,
+        model=model,
+        frame=FrameRef.of(frame),
+        timing_ms=timing,
+        detections=[DetectionItem.of(d) for d in detections],
+    )
+
+
+def pose_result(
+    *,
+    device: str,
+    pipeline: str,
+    model: ModelRef,
+    frame: Frame,
+    timing: Timing,
+    poses: Iterable[Pose],
+) -> PoseResult:
+    """Build a pose result for ``frame``."""
+    return PoseResult(
+        ts=iso_utc(frame.ts),
+        device=device,
+        pipeline=pipeline,
+        source=frame.source,
+        model=model,
+        frame=FrameRef.of(frame),
+        timing_ms=timing,
+        poses=[PoseItem.of(p) for p in poses],
+    )
+
+
+def audio_result(
+    *,
+    device: str,
+    pipeline: str,
+    source: str,
+    model: ModelRef,
+    window_start: float,
+    window_s: float,
+    timing: Timing,
+    classes: Sequence[AudioClass],
+) -> AudioResult:
+    """Build an audio result for the window starting at ``window_start`` (epoch seconds)."""
+    start = iso_utc(window_start)
+    return AudioResult(
+        ts=start,
+        device=device,
+        pipeline=pipeline,
+        source=source,
+        model=model,
+        timing_ms=timing,
+        window=Window(start=start, duration_s=window_s),
+        classes=[ClassItem.of(c) for c in classes],
+    )
+
+
+def offload_result(
+    local: DetectionResult | PoseResult | AudioResult,
+    *,
+    model: ModelRef,
+    timing: Timing | None = None,
+    detections: Iterable[Detection] | None = None,
+    poses: Iterable[Pose] | None = None,
+    classes: Iterable[AudioClass] | None = None,
+) -> OffloadResult:
+    """Build the cloud verdict on ``local``: same device/pipeline/source/ts, ``ref`` = its id."""
+    return OffloadResult(
+        ts=local.ts,
+        device=local.device,
+        pipeline=local.pipeline,
+        source=local.source,
+        ref=local.id,
+        model=model,
+        frame=getattr(local, "frame", None),
+        timing_ms=timing,
+        window=getattr(local, "window", None),
+        detections=None if detections is None else [DetectionItem.of(d) for d in detections],
+        poses=None if poses is None else [PoseItem.of(p) for p in poses],
+        classes=None if classes is None else [ClassItem.of(c) for c in classes],
+    )
+
+
+# --- state -------------------------------------------------------------------
+
+
+class PipelineState(_Payload):
+    """One pipeline as seen in ``state``."""
+
+    status: Literal["running", "disabled", "down"]
+    reason: str | None = Field(None, description="Why it is not running.")
+
+
+class SourceState(_Payload):
+    """One capture source as seen in ``state``."""
+
+    status: Literal["running", "down"]
+    reason: str | None = None
+    fps: Annotated[float, Field(ge=0.0), AfterValidator(_round2)] | None = None
+
+
+class ModelState(_Payload):
+    """One loaded model as seen in ``state``."""
+
+    sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
+    runtime: str = Field(description="e.g. 'ai-edge-litert 2.3.0'.")
+
+
+class LinkState(_Payload):
+    """The cloud link as seen by the link monitor."""
+
+    status: Literal["up", "degraded", "down", "disabled"]
+    rtt_ms: Millis | None = None
+    reason: str | None = None
+
+
+class State(_Payload):
+    """Retained payload of ``<prefix>/<dev>/state``; re-published on every (re)connect."""
+
+    # Fields with defaults are always written, so the published schema requires them.
+    model_config = ConfigDict(json_schema_serialization_defaults_required=True)
+
+    v: Literal[1] = PAYLOAD_VERSION
+    ts: Timestamp
+    device: Name
+    version: str = Field(description="edged version.")
+    uptime_s: Annotated[float, Field(ge=0.0), AfterValidator(_round1)]
+    pipelines: dict[str, PipelineState] = Field(default_factory=dict)
+    sources: dict[str, SourceState] = Field(default_factory=dict)
+    models: dict[str, ModelState] = Field(default_factory=dict)
+    link: LinkState = Field(default_factory=lambda: LinkState(status="disabled"))
+
+
+# --- bytes on the wire ---------------------------------------------------------
+
+
+def encode(payload: BaseModel) -> bytes:
+    """Compact UTF-8 JSON of a payload, leaving out absent optional fields.
+
+    Results must go through :meth:`ResultEnvelope.with_seq` instead, so that
+    no result is ever published without its ``seq``.
+    """
+    if isinstance(payload, _Result) and payload.seq is None:
+        raise ValueError("a result has no seq before it is accepted: use ResultEnvelope.with_seq")
+    return payload.model_dump_json(exclude_none=True).encode()
+
+
+@dataclass(frozen=True, slots=True)
+class Message:
+    """One MQTT message, immutable from acceptance to PUBACK.
+
+    ``id`` is the result id for result messages (the outbox's deduplication
+    key) and None otherwise. ``expiry_s`` becomes the MQTT 5 Message Expiry
+    Interval; the broker drops the message if no subscriber took it in time.
+    """
+
+    topic: str
+    payload: bytes
+    qos: int = 1
+    retain: bool = False
+    id: str | None = None
+    expiry_s: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, not {self.qos!r}")
+        if self.expiry_s is not None and self.expiry_s < 1:
+            raise ValueError(f"expiry_s must be at least 1 second, not {self.expiry_s!r}")
+
+
+@dataclass(frozen=True, slots=True)
+class ResultEnvelope:
+    """A result with its topic, waiting for a ``seq``: what pipelines hand to the outbox.
+
+    The outbox assigns ``seq`` in the same transaction as it stores the row::
+
+        with db:                                   # one SQLite transaction
+            seq = next_seq(db)                     # persisted counter
+            msg = envelope.with_seq(seq)
+            db.execute("INSERT …", (seq, msg.id, msg.topic, msg.payload, …))
+    """
+
+    topic: str
+    result: AnyResult
+    expiry_s: int | None = None
+
+    QOS: ClassVar[int] = 1
+
+    def __post_init__(self) -> None:
+        if self.result.seq is not None:
+            raise ValueError("the result already has a seq; seq is assigned once, on acceptance")
+
+    @classmethod
+    def of(cls, topics: Topics, result: AnyResult, expiry_s: int | None = None) -> ResultEnvelope:
+        """Wrap ``result`` for the topic of its pipeline and kind."""
+        return cls(topics.result(result.pipeline, result.KIND), result, expiry_s)
+
+    @property
+    def id(self) -> str:
+        """The result's id, fixed when the result was built."""
+        return self.result.id
+
+    def with_seq(self, seq: int) -> Message:
+        """Serialize with ``seq`` into the immutable :class:`Message` to store and send."""
+        if isinstance(seq, bool) or not isinstance(seq, int) or seq < 0:
+            raise ValueError(f"seq must be a non-negative integer, not {seq!r}")
+        payload = encode(self.result.model_copy(update={"seq": seq}))
+        return Message(self.topic, payload, self.QOS, False, self.id, self.expiry_s)
+
+
+def payload_json_schemas() -> dict[str, dict[str, Any]]:
+    """JSON schemas of every published JSON payload, keyed by topic kind (for the docs)."""
+    models: dict[str, type[BaseModel]] = {
+        "detections": DetectionResult,
+        "pose": PoseResult,
+        "audio": AudioResult,
+        "offload": OffloadResult,
+        "events": EventResult,
+        "state": State,
+    }
+    return {kind: m.model_json_schema(mode="serialization") for kind, m in models.items()}
