@@ -1,0 +1,125 @@
+"""Pre-flight checks shared by ``edged check`` and ``edged run``.
+
+``check`` and ``run`` must refuse the same configurations, so both call
+:func:`preflight`. It collects every problem (key path, message) instead of
+stopping at the first: an operator fixing a device over a slow link wants the
+whole list at once.
+"""
+
+from __future__ import annotations
+
+import glob
+import socket
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from edged.catalog.catalog import Catalog
+from edged.catalog.resolve import ResolvedModel, resolve
+from edged.errors import EdgedError
+from edged.infer.base import Model
+from edged.infer.registry import load_model
+from edged.settings import PipelineSettings, Settings, read_secret
+from edged.tasks import build_task
+
+Problem = tuple[str, str]
+
+
+@dataclass
+class Preflight:
+    """What the checks found, plus the models they loaded (reused by ``run``)."""
+
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[Problem] = field(default_factory=list)
+    models: dict[str, tuple[ResolvedModel, Model]] = field(default_factory=dict)
+
+    def close(self) -> None:
+        for _, model in self.models.values():
+            model.close()
+        self.models.clear()
+
+
+def _check_pipeline(
+    index: int, p: PipelineSettings, settings: Settings, catalog: Catalog, out: Preflight
+) -> None:
+    key = f"pipelines[{index}]"
+    try:
+        resolved = resolve(p, settings, catalog)
+    except EdgedError as exc:
+        out.problems.append((f"{key}.model", str(exc)))
+        return
+    try:
+        model = load_model(resolved.path, runtime=resolved.runtime, threads=p.threads)
+    except EdgedError as exc:
+        out.problems.append((f"{key}.model", str(exc)))
+        return
+    try:
+        build_task(p, resolved, model)
+    except EdgedError as exc:
+        model.close()
+        out.problems.append((f"{key}.model", str(exc)))
+        return
+    out.models[p.name] = (resolved, model)
+
+
+def _check_sources(settings: Settings, out: Preflight) -> None:
+    for i, s in enumerate(settings.sources):
+        if s.kind in ("file", "wav") and not Path(s.uri).is_file():
+            out.problems.append((f"sources[{i}].uri", f"file {s.uri} not found"))
+        elif s.kind == "images" and not Path(s.uri).exists() and not glob.glob(s.uri):
+            out.problems.append((f"sources[{i}].uri", f"no image files at {s.uri}"))
+
+
+def _check_broker(settings: Settings, out: Preflight, *, connect: bool) -> None:
+    m = settings.mqtt
+    bucket = out.problems if connect else out.warnings
+    try:
+        infos = socket.getaddrinfo(m.host, m.port, type=socket.SOCK_STREAM)
+    except OSError as exc:
+        bucket.append(
+            ("mqtt.host", f"cannot resolve broker host {m.host!r}: {exc.strerror or exc}")
+        )
+        return
+    if not connect:
+        return
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.settimeout(3.0)
+        try:
+            sock.connect(addr)
+        except OSError as exc:
+            bucket.append(
+                ("mqtt.host", f"broker {m.host}:{m.port} is not reachable: {exc.strerror or exc}")
+            )
+
+
+def _check_secrets(settings: Settings, out: Preflight) -> None:
+    for key, path, credential in (
+        ("mqtt.password_file", settings.mqtt.password_file, "mqtt_password"),
+        ("offload.token_file", settings.offload.token_file, "offload_token"),
+    ):
+        try:
+            read_secret(path, credential)
+        except EdgedError as exc:
+            out.problems.append((key, str(exc).split("\n", 1)[-1].strip()))
+    if (
+        settings.mqtt.tls
+        and settings.mqtt.ca_file is not None
+        and not settings.mqtt.ca_file.is_file()
+    ):
+        out.problems.append(("mqtt.ca_file", f"CA file {settings.mqtt.ca_file} not found"))
+
+
+def preflight(settings: Settings, catalog: Catalog, *, connect_broker: bool) -> Preflight:
+    """Check sources, secrets, models (files, sha256, tensors vs decoder) and the broker.
+
+    With ``connect_broker`` false (``edged run``) broker problems are warnings:
+    the daemon must start and keep retrying when the broker is down, e.g. at
+    boot before the network is up. Models that load are kept in the result.
+    """
+    out = Preflight()
+    _check_sources(settings, out)
+    _check_secrets(settings, out)
+    for i, p in enumerate(settings.pipelines):
+        _check_pipeline(i, p, settings, catalog, out)
+    _check_broker(settings, out, connect=connect_broker)
+    return out

@@ -1,0 +1,137 @@
+"""The processing graph: capture sources and the pipelines reading them.
+
+Built from settings plus the models the pre-flight check already loaded, so
+that a reload can build a new graph, and swap it in only once it is whole.
+One source object per configured source, however many pipelines read it:
+frames and audio chunks are fanned out, never captured twice.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Protocol, cast
+
+import structlog
+
+from edged.audio_pipeline import AudioEmit, AudioPipeline, AudioTaskLike
+from edged.capture.audio import AudioSource
+from edged.capture.audio_factory import open_audio_source
+from edged.capture.base import VideoSource
+from edged.capture.factory import open_video_source
+from edged.check import Preflight
+from edged.pipeline import Emit, Pipeline
+from edged.settings import Settings
+from edged.tasks import build_task
+
+if TYPE_CHECKING:
+    from edged.catalog.resolve import ResolvedModel
+    from edged.infer.base import Model
+
+log = structlog.get_logger(__name__)
+
+AUDIO_KINDS = frozenset({"microphone", "wav"})
+
+
+class AnyPipeline(Protocol):
+    """What the app needs of a video or audio pipeline."""
+
+    name: str
+    enabled: bool
+    threshold: float
+    status: str
+    reason: str
+    last_progress: float
+
+    def start(self) -> None: ...
+
+    def stop(self, timeout: float = 5.0) -> None: ...
+
+
+@dataclass(frozen=True, slots=True)
+class SourceView:
+    """A source's state, the same for video and audio sources."""
+
+    name: str
+    kind: str
+    state: str  # starting | up | down | ended | stopped
+    reason: str
+    fps: float | None
+
+
+@dataclass
+class Graph:
+    """Sources and pipelines of one configuration generation."""
+
+    settings: Settings
+    video: dict[str, VideoSource]
+    audio: dict[str, AudioSource]
+    pipelines: dict[str, Pipeline | AudioPipeline]
+    models: dict[str, tuple[ResolvedModel, Model]]
+
+    @classmethod
+    def build(
+        cls, settings: Settings, checked: Preflight, emit: Emit, emit_audio: AudioEmit
+    ) -> Graph:
+        """Create (but do not start) every source and pipeline."""
+        video: dict[str, VideoSource] = {}
+        audio: dict[str, AudioSource] = {}
+        pipelines: dict[str, Pipeline | AudioPipeline] = {}
+        for p in settings.pipelines:
+            resolved, model = checked.models[p.name]
+            task = build_task(p, resolved, model)
+            src = settings.source(p.source)
+            if src.kind in AUDIO_KINDS:
+                if p.source not in audio:
+                    audio[p.source] = open_audio_source(src)
+                queue = audio[p.source].subscribe()
+                pipelines[p.name] = AudioPipeline(p, cast(AudioTaskLike, task), queue, emit_audio)
+            else:
+                if p.source not in video:
+                    video[p.source] = open_video_source(src)
+                slot = video[p.source].subscribe()
+                pipelines[p.name] = Pipeline(p, task, slot, emit)
+        return cls(settings, video, audio, pipelines, dict(checked.models))
+
+    def start(self) -> None:
+        """Start pipelines first, so no source produces before its readers exist."""
+        for p in self.pipelines.values():
+            p.start()
+        for v in self.video.values():
+            v.start()
+        for a in self.audio.values():
+            a.start()
+
+    def stop(self, deadline: float) -> None:
+        """Stop capture, then let pipelines finish their current input."""
+
+        def left(cap: float) -> float:
+            return max(0.1, min(cap, deadline - time.monotonic()))
+
+        for v in self.video.values():
+            v.stop(timeout=left(2.0))
+        for a in self.audio.values():
+            a.stop(timeout=left(2.0))
+        for p in self.pipelines.values():
+            p.stop(timeout=left(3.0))
+
+    def close_models(self) -> None:
+        for _, model in self.models.values():
+            model.close()
+        self.models.clear()
+
+    def sources(self) -> dict[str, SourceView]:
+        """State of every source, video and audio alike."""
+        out: dict[str, SourceView] = {}
+        for name, v in self.video.items():
+            st = v.status
+            out[name] = SourceView(name, st.kind, st.state, st.reason, st.fps)
+        for name, a in self.audio.items():
+            ast = a.status
+            out[name] = SourceView(name, ast.kind, ast.state, ast.reason, None)
+        return out
+
+    def each(self, fn: Callable[[Pipeline | AudioPipeline], None]) -> None:
+        for p in self.pipelines.values():
+            fn(p)

@@ -1,0 +1,163 @@
+"""A vision pipeline: latest-frame slot → task (preprocess, infer, decode) → publish policy → emit.
+
+Each pipeline runs in its own thread. It always takes the newest frame from
+its slot: when inference is slower than capture, older frames are replaced
+in the slot (and counted as dropped there), never queued, so latency stays
+bounded by one inference instead of growing without limit.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import structlog
+
+from edged.capture.slot import LatestSlot
+from edged.policy import PublishPolicy
+from edged.settings import PipelineSettings
+from edged.tasks import VisionResult, VisionTask
+from edged.types import Detection, Frame
+
+log = structlog.get_logger(__name__)
+
+#: Called with every result the policy lets through.
+Emit = Callable[["Pipeline", Frame, VisionResult], None]
+
+
+@dataclass(frozen=True, slots=True)
+class PipelineStats:
+    """A snapshot of a pipeline's counters (for the ``stats`` topic)."""
+
+    name: str
+    status: str
+    reason: str
+    processed: int
+    published: int
+    dropped: int
+    errors: int
+    fps: float
+    infer_p50_ms: float
+    infer_p95_ms: float
+    latency_p50_ms: float
+    latency_p95_ms: float
+
+
+def _pct(values: list[float], q: float) -> float:
+    if not values:
+        return 0.0
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
+
+
+class Pipeline:
+    """Runs one task over one source's frames in a thread."""
+
+    def __init__(
+        self, settings: PipelineSettings, task: VisionTask, slot: LatestSlot[Frame], emit: Emit
+    ) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.task = task
+        self.threshold = settings.threshold
+        self.enabled = True
+        self._slot = slot
+        self._emit = emit
+        self._policy = PublishPolicy(settings.publish, settings.heartbeat_s)
+        self._labels = frozenset(settings.labels)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(
+            target=self._loop, name=f"pipeline-{self.name}", daemon=True
+        )
+        self._infer_ms: deque[float] = deque(maxlen=512)
+        self._latency_ms: deque[float] = deque(maxlen=512)
+        self._done_mono: deque[float] = deque(maxlen=64)
+        self.processed = 0
+        self.published = 0
+        self.errors = 0
+        self.status = "starting"
+        self.reason = ""
+        self.last_progress = time.monotonic()
+        self.finished = threading.Event()
+
+    def start(self) -> None:
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the loop to finish its current frame and exit; wait at most ``timeout``."""
+        self._stop.set()
+        self._slot.close()
+        self._thread.join(timeout)
+
+    def _filter(self, result: VisionResult) -> VisionResult:
+        if not self._labels or result.kind != "detections":
+            return result
+        items = tuple(
+            d for d in result.items if isinstance(d, Detection) and d.label in self._labels
+        )
+        return VisionResult(result.kind, items, result.timing)
+
+    def _loop(self) -> None:
+        structlog.contextvars.bind_contextvars(pipeline=self.name)
+        period = 1.0 / self.settings.max_fps
+        self.status = "running"
+        log.info("pipeline_started", source=self.settings.source, task=self.settings.task)
+        while not self._stop.is_set():
+            frame = self._slot.get(timeout=0.5)
+            if frame is None:
+                if self._slot.closed:
+                    break
+                continue
+            if not self.enabled:
+                continue
+            started = time.monotonic()
+            try:
+                result = self._filter(self.task(frame, self.threshold))
+            except Exception:  # a bad frame must not kill the pipeline thread
+                self.errors += 1
+                log.exception("inference_failed", frame=frame.id)
+                continue
+            done = time.monotonic()
+            self.processed += 1
+            self.last_progress = done
+            self._done_mono.append(done)
+            self._infer_ms.append(result.timing.infer)
+            self._latency_ms.append((done - frame.mono) * 1e3)
+            if self._policy.should_publish(result.items, done):
+                self._emit(self, frame, result)
+                self.published += 1
+            # Cap the inference rate; frames arriving meanwhile replace each
+            # other in the slot, so the next one taken is the freshest.
+            delay = started + period - time.monotonic()
+            if delay > 0 and self._stop.wait(delay):
+                break
+        if self.status == "running":
+            self.status = "stopped" if self._stop.is_set() else "ended"
+        log.info("pipeline_finished", processed=self.processed, status=self.status)
+        self.finished.set()
+
+    def stats(self) -> PipelineStats:
+        """Counters and latency percentiles over the last few hundred frames."""
+        done = list(self._done_mono)
+        fps = (
+            (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
+        )
+        infer = list(self._infer_ms)
+        lat = list(self._latency_ms)
+        return PipelineStats(
+            name=self.name,
+            status=self.status if self.enabled else "disabled",
+            reason=self.reason,
+            processed=self.processed,
+            published=self.published,
+            dropped=self._slot.dropped,
+            errors=self.errors,
+            fps=round(fps, 2),
+            infer_p50_ms=round(_pct(infer, 0.5), 2),
+            infer_p95_ms=round(_pct(infer, 0.95), 2),
+            latency_p50_ms=round(_pct(lat, 0.5), 2),
+            latency_p95_ms=round(_pct(lat, 0.95), 2),
+        )

@@ -1,0 +1,209 @@
+"""From pipeline results to MQTT messages: payloads, topics, and the sink that accepts them.
+
+Pipelines never talk to MQTT directly. They hand a result to
+:class:`ResultPublisher`, which builds the payload (assigning its ``id``) and
+passes a :class:`ResultEnvelope` to a :class:`Sink`. The sink *accepts* the
+result: it assigns ``seq`` and owns delivery from then on. The durable
+SQLite outbox (DESIGN §3) is such a sink; :class:`DirectSink` is the
+in-memory one used when no outbox is configured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import resource
+import threading
+import time
+from pathlib import Path
+from typing import TYPE_CHECKING, Any, Protocol
+
+import structlog
+
+from edged.catalog.resolve import ResolvedModel
+from edged.publish.mqtt import MqttClient
+from edged.publish.payloads import (
+    DetectionResult,
+    Message,
+    ModelRef,
+    ModelState,
+    PoseResult,
+    ResultEnvelope,
+    State,
+    Timing,
+    audio_result,
+    detections_result,
+    encode,
+    iso_utc,
+    pose_result,
+)
+from edged.settings import Settings
+from edged.tasks import VisionResult
+from edged.tasks.audio import AudioResult
+from edged.types import Detection, Frame, Pose
+
+if TYPE_CHECKING:
+    from edged.graph import Graph
+    from edged.publish.outbox import Outbox
+
+log = structlog.get_logger(__name__)
+
+
+class Sink(Protocol):
+    """Accepts results for delivery; assigns ``seq``."""
+
+    def accept(self, envelope: ResultEnvelope) -> None: ...
+
+
+class DirectSink:
+    """Hands results straight to the MQTT client, numbering them in memory.
+
+    paho keeps QoS 1 messages queued while the broker is away, but only in
+    this process: a crash loses them and ``seq`` restarts. That is what the
+    durable outbox fixes; this sink exists for setups that opt out of it.
+    """
+
+    def __init__(self, mqtt: MqttClient) -> None:
+        self._mqtt = mqtt
+        self._lock = threading.Lock()
+        self._seq = 0
+
+    def accept(self, envelope: ResultEnvelope) -> None:
+        with self._lock:
+            self._seq += 1
+            message = envelope.with_seq(self._seq)
+            self._mqtt.send(message)
+
+
+class ResultPublisher:
+    """Builds payloads for every result kind and publishes state and stats."""
+
+    def __init__(self, settings: Settings, mqtt: MqttClient, sink: Sink | None = None) -> None:
+        self._settings = settings
+        self._mqtt = mqtt
+        self.topics = mqtt.topics
+        self.sink: Sink = sink or DirectSink(mqtt)
+        self._models: dict[str, ResolvedModel] = {}
+        self._refs: dict[str, ModelRef] = {}
+        self._runtimes: dict[str, str] = {}
+        self._cpu_mark: tuple[float, float] = (0.0, time.monotonic())
+
+    def register_model(self, pipeline: str, resolved: ResolvedModel, runtime: str) -> None:
+        """Remember which model a pipeline runs (for payloads and ``state``)."""
+        self._models[pipeline] = resolved
+        self._refs[pipeline] = ModelRef(name=resolved.name, sha256=resolved.sha256)
+        self._runtimes[resolved.name] = runtime
+
+    def publish_result(self, pipeline: str, frame: Frame, result: VisionResult) -> None:
+        """Build the payload of one vision result and hand it to the sink."""
+        t = result.timing
+        timing = Timing(pre=t.pre, infer=t.infer, post=t.post)
+        common: dict[str, Any] = {
+            "device": self._settings.device_id,
+            "pipeline": pipeline,
+            "model": self._refs[pipeline],
+            "frame": frame,
+            "timing": timing,
+        }
+        payload: PoseResult | DetectionResult
+        if result.kind == "pose":
+            payload = pose_result(poses=[p for p in result.items if isinstance(p, Pose)], **common)
+        else:
+            payload = detections_result(
+                detections=[d for d in result.items if isinstance(d, Detection)], **common
+            )
+        self.sink.accept(ResultEnvelope.of(self.topics, payload))
+
+    def publish_audio(
+        self, pipeline: str, source: str, start: float, duration: float, result: AudioResult
+    ) -> None:
+        """Build the payload of one audio window's result and hand it to the sink."""
+        t = result.timing
+        payload = audio_result(
+            device=self._settings.device_id,
+            pipeline=pipeline,
+            source=source,
+            model=self._refs[pipeline],
+            window_start=start,
+            window_s=duration,
+            timing=Timing(pre=t.pre, infer=t.infer, post=t.post),
+            classes=result.classes,
+        )
+        self.sink.accept(ResultEnvelope.of(self.topics, payload))
+
+    def clear_models(self) -> None:
+        """Forget registered models (before a reload registers the new graph's)."""
+        self._models.clear()
+        self._refs.clear()
+        self._runtimes.clear()
+
+    def model_summary(self) -> dict[str, ModelState]:
+        return {
+            r.name: ModelState(sha256=r.sha256, runtime=self._runtimes[r.name])
+            for r in self._models.values()
+        }
+
+    def publish_state(self, state: State) -> None:
+        """Publish the retained ``state`` document."""
+        self._mqtt.send(Message(self.topics.state, encode(state), qos=1, retain=True))
+
+    def publish_stats(self, graph: Graph, outbox: Outbox | None, started_mono: float) -> None:
+        """Publish one ``stats`` message (QoS 0: a lost sample is replaced by the next)."""
+        self._mqtt.send(
+            Message(
+                self.topics.stats,
+                json.dumps(
+                    self.stats_doc(graph, outbox, started_mono), separators=(",", ":")
+                ).encode(),
+                qos=0,
+            )
+        )
+
+    def stats_doc(self, graph: Graph, outbox: Outbox | None, started_mono: float) -> dict[str, Any]:
+        """The ``stats`` document: per-pipeline rates and latencies, outbox, process."""
+        usage = resource.getrusage(resource.RUSAGE_SELF)
+        now = time.monotonic()
+        cpu_s = usage.ru_utime + usage.ru_stime
+        last_cpu, last_t = self._cpu_mark
+        self._cpu_mark = (cpu_s, now)
+        doc: dict[str, Any] = {
+            "v": 1,
+            "ts": iso_utc(time.time()),
+            "device": self._settings.device_id,
+            "uptime_s": round(now - started_mono, 1),
+            "pipelines": {n: vars_of(p.stats()) for n, p in graph.pipelines.items()},
+            "sources": {n: {"state": v.state, "fps": v.fps} for n, v in graph.sources().items()},
+            "cpu_percent": round(100 * (cpu_s - last_cpu) / (now - last_t), 1)
+            if now > last_t
+            else 0.0,
+            "rss_mb": round(_rss_mb(), 1),
+            "temperature_c": soc_temperature(),
+            "mqtt": {"connected": self._mqtt.connected, "pending": self._mqtt.pending},
+        }
+        if outbox is not None:
+            doc["outbox"] = vars_of(outbox.stats())
+        return doc
+
+
+def vars_of(obj: Any) -> dict[str, Any]:
+    """Fields of a dataclass instance as a plain dict."""
+    return dataclasses.asdict(obj)
+
+
+def soc_temperature() -> float | None:
+    """The SoC temperature in °C where the kernel exposes it (Pi, Jetson), else None."""
+    for zone in sorted(Path("/sys/class/thermal").glob("thermal_zone*/temp")):
+        try:
+            return round(int(zone.read_text()) / 1000, 1)
+        except (OSError, ValueError):
+            continue
+    return None
+
+
+def _rss_mb() -> float:
+    try:
+        with open(f"/proc/{os.getpid()}/statm") as fh:
+            return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+    except OSError:
+        return 0.0

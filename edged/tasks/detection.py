@@ -1,0 +1,76 @@
+"""Object detection: image → resize/letterbox → model → boxes in the original frame."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+
+from edged.catalog.resolve import ResolvedModel
+from edged.decode.detection import DECODERS, DetectionDecoder
+from edged.errors import ModelError
+from edged.infer.base import Model
+from edged.preprocess.image import ImageSpec, preprocess
+from edged.tasks import Timing, VisionResult
+from edged.types import Frame
+
+
+def check_expectation(resolved: ResolvedModel, model: Model) -> None:
+    """Refuse a model file whose input differs from what its catalog entry declares."""
+    entry = resolved.entry
+    if entry is None or not entry.expect.input_shape:
+        return
+    spec = model.inputs[0]
+    want_shape = tuple(entry.expect.input_shape)
+    want_dtype = entry.expect.input_dtype
+    if tuple(spec.shape) != want_shape or (want_dtype and spec.dtype != np.dtype(want_dtype)):
+        raise ModelError(
+            f"{resolved.path}: input {spec.name!r} is {list(spec.shape)} {spec.dtype}, "
+            f"but catalog entry {resolved.name!r} expects {list(want_shape)} {want_dtype}"
+        )
+
+
+def image_spec(resolved: ResolvedModel, model: Model) -> ImageSpec:
+    """The preprocessing of a vision model: its input tensor plus the catalog's hints."""
+    h = resolved.hints
+    return ImageSpec.from_tensor(
+        model.inputs[0],
+        color=h.color,
+        resize=h.resize,
+        anchor=h.anchor,
+        pad_value=h.pad_value,
+        mean=h.mean,
+        std=h.std,
+    )
+
+
+class DetectionTask:
+    """Runs a detection model on frames; built once per pipeline."""
+
+    kind = "detections"
+
+    def __init__(self, resolved: ResolvedModel, model: Model) -> None:
+        check_expectation(resolved, model)
+        try:
+            factory = DECODERS[resolved.decoder]
+        except KeyError:
+            known = ", ".join(sorted(DECODERS))
+            raise ModelError(
+                f"unknown detection decoder {resolved.decoder!r} (known: {known})"
+            ) from None
+        self._decoder: DetectionDecoder = factory(labels=resolved.labels)
+        self._decoder.check(model.outputs)
+        self._spec = image_spec(resolved, model)
+        self._model = model
+
+    def __call__(self, frame: Frame, threshold: float) -> VisionResult:
+        t0 = time.perf_counter()
+        tensor, lb = preprocess(frame.image, self._spec)
+        t1 = time.perf_counter()
+        outputs = self._model.run([tensor])
+        t2 = time.perf_counter()
+        items = tuple(self._decoder.decode(outputs, lb, threshold))
+        t3 = time.perf_counter()
+        return VisionResult(
+            self.kind, items, Timing((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        )
