@@ -23,7 +23,9 @@ _LEVELS = {
 }
 
 
-def configure_logging(level: str = "info", *, json: bool | None = None, stream: TextIO | None = None) -> None:
+def configure_logging(
+    level: str = "info", *, json: bool | None = None, stream: TextIO | None = None
+) -> None:
     """Configure structlog for the process.
 
     ``json=None`` picks JSON unless ``stream`` is a TTY. Loggers are cached on

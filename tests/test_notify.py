@@ -25,7 +25,10 @@ def test_ready_reaches_the_socket(notify_socket: socket.socket) -> None:
     """READY=1 with a STATUS line arrives as one datagram."""
     n = Notifier(notify_socket.getsockname())
     n.ready("2 pipelines running")
-    assert notify_socket.recv(4096).decode().split("\n") == ["READY=1", "STATUS=2 pipelines running"]
+    assert notify_socket.recv(4096).decode().split("\n") == [
+        "READY=1",
+        "STATUS=2 pipelines running",
+    ]
     n.close()
 
 

@@ -18,14 +18,26 @@ def test_all_publishes_everything() -> None:
 def test_nonempty_skips_empty_results() -> None:
     """Mode 'nonempty' publishes only results with something in them."""
     p = PublishPolicy("nonempty", heartbeat_s=30)
-    assert [p.should_publish(i, t) for t, i in enumerate([[], [PERSON], [], [DOG]])] == [False, True, False, True]
+    assert [p.should_publish(i, t) for t, i in enumerate([[], [PERSON], [], [DOG]])] == [
+        False,
+        True,
+        False,
+        True,
+    ]
 
 
 def test_changes_publishes_on_label_or_count_change() -> None:
     """Mode 'changes' publishes when the labels or their counts change, not on repeats."""
     p = PublishPolicy("changes", heartbeat_s=30)
     seq = [[PERSON], [PERSON], [PERSON, PERSON], [PERSON, PERSON], [DOG, PERSON, PERSON], []]
-    assert [p.should_publish(i, float(t)) for t, i in enumerate(seq)] == [True, False, True, False, True, True]
+    assert [p.should_publish(i, float(t)) for t, i in enumerate(seq)] == [
+        True,
+        False,
+        True,
+        False,
+        True,
+        True,
+    ]
 
 
 def test_changes_heartbeat_republishes_unchanged() -> None:

@@ -94,7 +94,9 @@ def test_missing_file_is_a_config_error(tmp_path: Path) -> None:
         load_settings(tmp_path / "nope.toml")
 
 
-def test_secret_prefers_systemd_credentials(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_secret_prefers_systemd_credentials(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     """$CREDENTIALS_DIRECTORY/<name> wins over the *_file key, newline stripped."""
     (tmp_path / "mqtt_password").write_text("from-systemd\n")
     other = tmp_path / "pw"

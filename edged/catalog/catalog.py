@@ -140,15 +140,15 @@ def load_catalog(path: Path | None = None) -> Catalog:
         with path.open("rb") as fh:
             data = tomllib.load(fh)
     except FileNotFoundError:
-        raise CatalogError(f"model catalog {path} not found (set EDGED_CATALOG or [models] catalog)") from None
+        raise CatalogError(
+            f"model catalog {path} not found (set EDGED_CATALOG or [models] catalog)"
+        ) from None
     except tomllib.TOMLDecodeError as exc:
         raise CatalogError(f"model catalog {path} is not valid TOML: {exc}") from None
     try:
         catalog = Catalog(root=path.parent, **data)
     except ValidationError as exc:
-        where = "; ".join(
-            f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors()
-        )
+        where = "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in exc.errors())
         raise CatalogError(f"model catalog {path} is invalid: {where}") from None
     names = catalog.names()
     dups = sorted({n for n in names if names.count(n) > 1})

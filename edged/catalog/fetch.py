@@ -62,7 +62,9 @@ def verify(artifact: Artifact, path: Path) -> str | None:
     return None
 
 
-def _copy_verified(src: io.BufferedIOBase, dest: Path, artifact: Artifact, progress: Progress | None, total: int) -> None:
+def _copy_verified(
+    src: io.BufferedIOBase, dest: Path, artifact: Artifact, progress: Progress | None, total: int
+) -> None:
     dest.parent.mkdir(parents=True, exist_ok=True)
     digest = hashlib.sha256()
     fd, tmp_name = tempfile.mkstemp(prefix=f".{artifact.name}.", dir=dest.parent)
@@ -73,7 +75,9 @@ def _copy_verified(src: io.BufferedIOBase, dest: Path, artifact: Artifact, progr
             while chunk := src.read(_CHUNK):
                 done += len(chunk)
                 if done > _MAX_DOWNLOAD:
-                    raise CatalogError(f"{artifact.name}: download exceeds {_MAX_DOWNLOAD >> 20} MiB")
+                    raise CatalogError(
+                        f"{artifact.name}: download exceeds {_MAX_DOWNLOAD >> 20} MiB"
+                    )
                 digest.update(chunk)
                 out.write(chunk)
                 if progress:
@@ -97,11 +101,13 @@ def _from_mirror(artifact: Artifact, mirror: Path, dest: Path, progress: Progres
     if not src.is_file():
         return False
     with src.open("rb") as fh:
-        _copy_verified(fh, dest, artifact, progress, src.stat().st_size)  # type: ignore[arg-type]
+        _copy_verified(fh, dest, artifact, progress, src.stat().st_size)
     return True
 
 
-def _from_url(artifact: Artifact, url: str, dest: Path, progress: Progress | None, timeout: float) -> None:
+def _from_url(
+    artifact: Artifact, url: str, dest: Path, progress: Progress | None, timeout: float
+) -> None:
     request = urllib.request.Request(url, headers={"User-Agent": "edged-models-pull"})  # noqa: S310  (https URLs from the catalog)
     with urllib.request.urlopen(request, timeout=timeout) as resp:  # noqa: S310
         total = int(resp.headers.get("Content-Length") or 0)
@@ -113,7 +119,9 @@ def _from_url(artifact: Artifact, url: str, dest: Path, progress: Progress | Non
         if len(data) > _MAX_DOWNLOAD:
             raise CatalogError(f"{url}: archive exceeds {_MAX_DOWNLOAD >> 20} MiB")
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
-            member = next((n for n in zf.namelist() if n.rsplit("/", 1)[-1] == artifact.archive_member), None)
+            member = next(
+                (n for n in zf.namelist() if n.rsplit("/", 1)[-1] == artifact.archive_member), None
+            )
             if member is None:
                 raise CatalogError(f"{url}: archive has no member {artifact.archive_member!r}")
             with zf.open(member) as fh:
@@ -164,4 +172,3 @@ def pull(
 ) -> list[Installed]:
     """Install every file of a catalog entry (model and labels)."""
     return [pull_artifact(a, dest_dir, mirror=mirror, progress=progress) for a in entry.artifacts()]
-

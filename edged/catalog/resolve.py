@@ -75,17 +75,28 @@ def resolve(pipeline: PipelineSettings, settings: Settings, catalog: Catalog) ->
         if not path.is_file():
             raise CatalogError(f"model file {path} not found")
         if not pipeline.decoder:
-            raise CatalogError("a model given by path needs 'decoder' (e.g. 'yolox', 'yolov8', 'ssd-postprocess')")
+            raise CatalogError(
+                "a model given by path needs 'decoder' (e.g. 'yolox', 'yolov8', 'ssd-postprocess')"
+            )
         labels: tuple[str, ...] = ()
         if pipeline.label_file is not None:
             labels = read_labels(pipeline.label_file, LabelSpec(bundled="-", format="lines"))
         return ResolvedModel(
-            name=path.stem, task=pipeline.task, path=path, sha256=sha256_file(path),
-            decoder=pipeline.decoder, runtime="auto", labels=labels, hints=InputHints(), entry=None,
+            name=path.stem,
+            task=pipeline.task,
+            path=path,
+            sha256=sha256_file(path),
+            decoder=pipeline.decoder,
+            runtime="auto",
+            labels=labels,
+            hints=InputHints(),
+            entry=None,
         )
     entry = catalog.get(ref)
     if entry.task != pipeline.task:
-        raise CatalogError(f"model {ref!r} is a {entry.task} model, but the pipeline's task is {pipeline.task!r}")
+        raise CatalogError(
+            f"model {ref!r} is a {entry.task} model, but the pipeline's task is {pipeline.task!r}"
+        )
     models_dir = settings.models.dir
     path = models_dir / entry.file.name
     problem = verify(entry.file, path)
@@ -100,7 +111,13 @@ def resolve(pipeline: PipelineSettings, settings: Settings, catalog: Catalog) ->
             raise CatalogError(f"{lproblem}; run `edged models pull {ref}`")
         labels = read_labels(lpath, entry.labels)
     return ResolvedModel(
-        name=entry.name, task=entry.task, path=path, sha256=entry.file.sha256,
-        decoder=pipeline.decoder or entry.decoder, runtime=entry.runtime, labels=labels,
-        hints=entry.input, entry=entry,
+        name=entry.name,
+        task=entry.task,
+        path=path,
+        sha256=entry.file.sha256,
+        decoder=pipeline.decoder or entry.decoder,
+        runtime=entry.runtime,
+        labels=labels,
+        hints=entry.input,
+        entry=entry,
     )

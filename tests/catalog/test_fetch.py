@@ -45,7 +45,12 @@ def artifact_for(data: bytes, name: str = "m.tflite", **kw: object) -> Artifact:
 def test_catalog_lists_the_four_reference_models() -> None:
     """The bundled catalog names the reference models of DESIGN §8."""
     names = load_catalog().names()
-    assert {"ssd-mobilenet-v1-coco-int8", "yolox-nano-coco", "movenet-lightning-int8", "yamnet"} <= set(names)
+    assert {
+        "ssd-mobilenet-v1-coco-int8",
+        "yolox-nano-coco",
+        "movenet-lightning-int8",
+        "yamnet",
+    } <= set(names)
 
 
 def test_mirror_pull_installs_verified_files(model_mirror: Path, tmp_path: Path) -> None:
@@ -87,7 +92,9 @@ def test_url_falls_back_to_next_url(http_root: tuple[str, Path], tmp_path: Path)
     assert pull_artifact(art, tmp_path).origin.endswith("/b.bin")
 
 
-def test_sha256_mismatch_is_refused_and_not_installed(http_root: tuple[str, Path], tmp_path: Path) -> None:
+def test_sha256_mismatch_is_refused_and_not_installed(
+    http_root: tuple[str, Path], tmp_path: Path
+) -> None:
     """A tampered download is refused, and nothing appears under the real name."""
     base, root = http_root
     (root / "m.tflite").write_bytes(b"tampered")
@@ -107,7 +114,9 @@ def test_archive_member_is_extracted(http_root: tuple[str, Path], tmp_path: Path
         zf.writestr("pkg/labelmap.txt", labels)
         zf.writestr("pkg/detect.tflite", b"x")
     (root / "pkg.zip").write_bytes(buf.getvalue())
-    art = artifact_for(labels, name="labels.txt", urls=[f"{base}/pkg.zip"], archive_member="labelmap.txt")
+    art = artifact_for(
+        labels, name="labels.txt", urls=[f"{base}/pkg.zip"], archive_member="labelmap.txt"
+    )
     pull_artifact(art, tmp_path)
     assert (tmp_path / "labels.txt").read_bytes() == labels
 
