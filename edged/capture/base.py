@@ -253,6 +253,8 @@ class VideoSource(ABC):
                     delay = due - time.monotonic()
                     if delay > 0 and self._stop_flag.wait(delay):
                         return "stop"
+                if self.finite and not self.settings.realtime and not self._readers_ready():
+                    return "stop"
                 image = self._read()
                 if image is None:
                     if self.finite and delivered == 0:
@@ -274,6 +276,16 @@ class VideoSource(ABC):
             return "stop"
         finally:
             self._close_quietly()
+
+    def _readers_ready(self) -> bool:
+        """Lock-step for a file read as fast as possible: wait until every reader took
+        the previous frame, so no frame is dropped and decoding overlaps inference.
+        False when stop was requested meanwhile."""
+        for slot in list(self._slots):
+            while not slot.wait_taken(0.2):
+                if self._stop_flag.is_set():
+                    return False
+        return True
 
     def _deliver(self, image: npt.NDArray[np.uint8], now: float) -> None:
         frame = Frame(id=self._next_id, ts=time.time(), mono=now, source=self.name, image=image)

@@ -7,9 +7,11 @@ use OpenCV's V4L2 backend directly.
 Pacing of ``file`` sources: ``fps`` is always a cap. With ``realtime = true``
 the file is also paced at its own frame rate, so frames arrive at
 ``min(file fps, fps)`` per second, as from a camera. With ``realtime = false``
-only the cap applies: the file is read as fast as it decodes up to ``fps``
-(set ``fps = 240``, the maximum, for benchmarks). A single rule — ``fps`` never
-exceeded — is easier to reason about than a cap that applies only sometimes.
+only the cap applies, and the file is not live: each frame waits until every
+reader took the previous one (see ``VideoSource._readers_ready``), so no frame
+is dropped and decoding overlaps inference (set ``fps = 240``, the maximum,
+for benchmarks and tests). A single rule — ``fps`` never exceeded — is easier
+to reason about than a cap that applies only sometimes.
 """
 
 from __future__ import annotations

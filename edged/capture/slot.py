@@ -96,7 +96,23 @@ class LatestSlot(Generic[T]):
             self._item = None  # do not keep a large frame alive after hand-over
             self._has_item = False
             self.taken += 1
+            self._cond.notify_all()  # a lock-step producer may wait in wait_taken()
             return item
+
+    def wait_taken(self, timeout: float) -> bool:
+        """Wait until the pending item was taken (or the slot closed); False on timeout.
+
+        Used by sources that are not live (a file read as fast as possible):
+        they wait for their readers instead of dropping frames.
+        """
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._has_item and not self._closed:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    return False
+                self._cond.wait(remaining)
+            return True
 
     def close(self) -> None:
         """Stop accepting items and wake every waiting reader."""
