@@ -1,0 +1,292 @@
+"""An audio pipeline: chunk queue → resample → windows every hop → task → emit.
+
+Each pipeline runs in its own thread and takes chunks from its queue as soon
+as they arrive, so capture never waits for inference. Windows that cannot be
+classified in time are *skipped and counted* (DESIGN §1): when more than
+about :data:`BACKLOG_S` of windows are pending, the oldest are discarded and
+added to ``skipped``, so latency stays bounded by ~1 s of audio plus one
+inference, and ``processed + skipped + errors`` always equals the windows
+the stream produced. A file read as fast as possible is not live (its
+reader waits for the pipeline instead), so nothing is skipped there.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Collection
+from dataclasses import dataclass
+from typing import Protocol
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from edged.capture.audio import ChunkQueue
+from edged.decode.audio import ScoreSmoother
+from edged.preprocess.audio import Resampler, Windower
+from edged.settings import PipelineSettings
+from edged.tasks.audio import AudioResult, check_labels
+from edged.types import AudioChunk
+
+log = structlog.get_logger(__name__)
+
+#: Pending windows beyond about this much audio are skipped, seconds.
+BACKLOG_S = 1.0
+#: Skips are logged at most this often, seconds (a slow device skips steadily).
+_SKIP_LOG_EVERY_S = 10.0
+
+
+class AudioTaskLike(Protocol):
+    """What the pipeline needs of :class:`~edged.tasks.audio.AudioTask`."""
+
+    rate: int
+    window: int
+    labels: tuple[str, ...]
+
+    def __call__(
+        self,
+        window: npt.NDArray[np.float32],
+        top_k: int,
+        labels_allow: Collection[str] = (),
+        smoother: ScoreSmoother | None = None,
+    ) -> AudioResult: ...
+
+
+#: Called as ``emit(pipeline, window_start_ts, duration_s, result)``.
+AudioEmit = Callable[["AudioPipeline", float, float, AudioResult], None]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioPipelineStats:
+    """A snapshot of an audio pipeline's counters (for the ``stats`` topic)."""
+
+    name: str
+    status: str
+    reason: str
+    processed: int
+    skipped: int
+    emitted: int
+    errors: int
+    #: Chunks the source dropped because this pipeline's queue was full.
+    overruns: int
+    windows_per_s: float
+    infer_p50_ms: float
+    infer_p95_ms: float
+    #: From the last sample of a window being captured to its result, ms.
+    latency_p50_ms: float
+    latency_p95_ms: float
+    #: Processing time / audio duration (below 1: keeps up with real time).
+    realtime_factor: float
+
+
+def _pct(values: list[float], q: float) -> float:
+    ordered = sorted(values)
+    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+
+
+class AudioPipeline:
+    """Runs one audio task over one source's chunks in a thread."""
+
+    def __init__(
+        self,
+        settings: PipelineSettings,
+        task: AudioTaskLike,
+        source_subscription: ChunkQueue,
+        emit: AudioEmit,
+    ) -> None:
+        check_labels(task.labels, settings.labels)
+        self.settings = settings
+        self.name = settings.name
+        self.task = task
+        self.threshold = settings.threshold
+        self.enabled = True
+        self.duration_s = task.window / task.rate
+        self.hop = max(1, round(settings.hop_s * task.rate))
+        #: Windows allowed to wait before the oldest are skipped.
+        self.max_backlog = max(1, round(BACKLOG_S / settings.hop_s))
+        self._queue = source_subscription
+        self._emit = emit
+        self._allow = frozenset(settings.labels)
+        self._windower = Windower(task.window, self.hop)
+        self._smoother = ScoreSmoother(settings.smoothing)
+        self._resampler: Resampler | None = None
+        # (stream index at the model rate, wall ts, monotonic ts) of recent chunk starts.
+        self._marks: deque[tuple[float, float, float]] = deque()
+        self._in_samples = 0  # input samples since the last stream reset
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, name=f"audio-{self.name}", daemon=True)
+        self._infer_ms: deque[float] = deque(maxlen=512)
+        self._latency_ms: deque[float] = deque(maxlen=512)
+        self._done_mono: deque[float] = deque(maxlen=64)
+        self._busy_s = 0.0
+        self._audio_s = 0.0
+        self._last_skip_log = -_SKIP_LOG_EVERY_S
+        self.processed = 0
+        self.skipped = 0
+        self.emitted = 0
+        self.errors = 0
+        self.status = "starting"
+        self.reason = ""
+        self.last_progress = time.monotonic()
+        self.finished = threading.Event()
+
+    def start(self) -> None:
+        """Start the pipeline thread."""
+        self._thread.start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        """Ask the loop to finish its current window and exit; wait at most ``timeout``."""
+        self._stop.set()
+        self._queue.close()
+        self._thread.join(timeout)
+
+    # -- the pipeline thread --------------------------------------------------
+
+    def _loop(self) -> None:
+        structlog.contextvars.bind_contextvars(pipeline=self.name)
+        self.status = "running"
+        log.info("pipeline_started", source=self.settings.source, task="audio", hop=self.hop)
+        while not self._stop.is_set():
+            chunk = self._queue.get(timeout=0.5)
+            if chunk is None:
+                if self._queue.closed:
+                    if self.enabled:
+                        self._finish_stream()
+                    break
+                continue
+            self._take(chunk)
+            self._classify_pending()
+        if self.status == "running":
+            self.status = "stopped" if self._stop.is_set() else "ended"
+        log.info(
+            "pipeline_finished", processed=self.processed, skipped=self.skipped, status=self.status
+        )
+        self.finished.set()
+
+    def _take(self, chunk: AudioChunk) -> None:
+        """Resample one chunk into the windower, starting a new stream after a gap."""
+        if not self.enabled:
+            self._reset_stream()
+            return
+        rate_changed = self._resampler is not None and self._resampler.in_rate != chunk.rate
+        if self._queue.discontinuous or rate_changed:
+            self._finish_stream()
+            self._reset_stream()
+            if rate_changed:
+                self._resampler = None  # the source reopened at another rate
+        started = time.monotonic()
+        if self._resampler is None:
+            self._resampler = Resampler(chunk.rate, self.task.rate)
+        position = self._in_samples * self.task.rate / chunk.rate
+        self._marks.append((position, chunk.ts, chunk.mono))
+        self._in_samples += len(chunk.samples)
+        self._windower.push(self._resampler.process(chunk.samples))
+        self._audio_s += len(chunk.samples) / chunk.rate
+        self._busy_s += time.monotonic() - started
+
+    def _reset_stream(self) -> None:
+        """Forget partial windows: the next chunk does not continue the last one."""
+        if self._resampler is not None:
+            self._resampler.reset()
+        self._windower.reset()
+        self._smoother.reset()
+        self._marks.clear()
+        self._in_samples = 0
+
+    def _classify_pending(self) -> None:
+        """Classify pending windows, taking newly queued chunks (and skipping) between them."""
+        while not self._stop.is_set():
+            # Live audio is taken greedily (it arrives in real time, and the
+            # backlog check below needs to see all of it). A file read as fast
+            # as possible is taken only as needed, or it would all pile up here.
+            while (self._queue.live or self._windower.pending == 0) and (
+                chunk := self._queue.get(timeout=0)
+            ) is not None:
+                self._take(chunk)
+            excess = self._windower.pending - self.max_backlog
+            if self._queue.live and excess > 0:
+                self._skip(excess)
+            item = self._windower.pop()
+            if item is None:
+                return
+            self._classify(*item)
+
+    def _skip(self, count: int) -> None:
+        skipped = self._windower.skip(count)
+        self.skipped += skipped
+        now = time.monotonic()
+        if now - self._last_skip_log >= _SKIP_LOG_EVERY_S:
+            self._last_skip_log = now
+            log.warning(
+                "audio_windows_skipped",
+                skipped=skipped,
+                skipped_total=self.skipped,
+                backlog_windows=self.max_backlog,
+                hint="inference is slower than real time: raise hop_s or use a smaller model",
+            )
+
+    def _finish_stream(self) -> None:
+        """Classify (or skip and count) the windows the current stream still completes.
+
+        Called at a gap and at the end: windows completed by the audio before
+        a gap are real audio and must not vanish with the reset.
+        """
+        if self._resampler is not None:
+            self._windower.push(self._resampler.flush())
+        excess = self._windower.pending - self.max_backlog
+        if self._queue.live and excess > 0:
+            self._skip(excess)
+        while not self._stop.is_set() and (item := self._windower.pop()) is not None:
+            self._classify(*item)
+
+    def _time_of(self, index: int) -> tuple[float, float]:
+        """Wall and monotonic time of stream sample ``index`` (model rate)."""
+        while len(self._marks) > 1 and self._marks[1][0] <= index:
+            self._marks.popleft()
+        position, ts, mono = self._marks[0]
+        offset = (index - position) / self.task.rate
+        return ts + offset, mono + offset
+
+    def _classify(self, index: int, window: npt.NDArray[np.float32]) -> None:
+        ts, mono = self._time_of(index)
+        started = time.monotonic()
+        try:
+            result = self.task(window, self.settings.top_k, self._allow, self._smoother)
+            done = time.monotonic()
+            if result.top_score >= self.threshold:
+                self._emit(self, ts, self.duration_s, result)
+                self.emitted += 1
+        except Exception:  # a bad window must not kill the pipeline thread
+            self.errors += 1
+            log.exception("inference_failed", window_ts=ts)
+            return
+        self.processed += 1
+        self.last_progress = done
+        self._busy_s += done - started
+        self._done_mono.append(done)
+        self._infer_ms.append(result.timing.infer)
+        self._latency_ms.append((done - (mono + self.duration_s)) * 1e3)
+
+    def stats(self) -> AudioPipelineStats:
+        """Counters and percentiles over the last few hundred windows."""
+        done = list(self._done_mono)
+        span = done[-1] - done[0] if len(done) > 1 else 0.0
+        infer, lat = list(self._infer_ms), list(self._latency_ms)
+        return AudioPipelineStats(
+            name=self.name,
+            status=self.status if self.enabled else "disabled",
+            reason=self.reason,
+            processed=self.processed,
+            skipped=self.skipped,
+            emitted=self.emitted,
+            errors=self.errors,
+            overruns=self._queue.overruns,
+            windows_per_s=round((len(done) - 1) / span, 2) if span > 0 else 0.0,
+            infer_p50_ms=round(_pct(infer, 0.5), 2),
+            infer_p95_ms=round(_pct(infer, 0.95), 2),
+            latency_p50_ms=round(_pct(lat, 0.5), 2),
+            latency_p95_ms=round(_pct(lat, 0.95), 2),
+            realtime_factor=round(self._busy_s / self._audio_s, 4) if self._audio_s else 0.0,
+        )

@@ -1,0 +1,332 @@
+"""The capture loop every audio source shares (DESIGN §1, §6; STYLE 6).
+
+An :class:`AudioSource` owns one daemon thread that opens the device, reads
+blocks, mixes them to mono float32 and hands each
+:class:`~edged.types.AudioChunk` to every subscriber's
+:class:`~edged.capture.chunks.ChunkQueue`. Like the video sources it owns
+its reconnect: a failure turns the state to ``down`` with a reason, waits
+with capped exponential backoff and jitter, and reopens, until :meth:`stop`.
+
+What happens when a subscriber's queue is full depends on whether the
+source has a clock:
+
+- *live* sources (a microphone, a file played in real time) never wait for a
+  subscriber: the chunk is dropped for that subscriber only and counted in
+  its ``overruns``; capture goes on (DESIGN §1: never blocks, never silent).
+- a file read as fast as possible (``realtime = false``) has no clock to
+  fall behind, so it waits for room instead: dropping would lose audio for
+  no reason, and the reader's speed then follows the slowest subscriber.
+"""
+
+from __future__ import annotations
+
+import random
+import threading
+import time
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import numpy.typing as npt
+import structlog
+
+from edged.capture.base import SourceState, display_uri
+from edged.capture.chunks import ChunkQueue
+from edged.errors import SourceError
+from edged.preprocess.audio import downmix
+from edged.settings import SourceSettings
+from edged.types import AudioChunk
+
+#: Length of the blocks sources read and deliver, seconds. Short enough for
+#: a 0.48 s hop, long enough that per-chunk overhead is negligible.
+CHUNK_S = 0.1
+
+__all__ = ["CHUNK_S", "AudioSource", "AudioSourceStatus", "ChunkQueue"]
+
+
+@dataclass(frozen=True, slots=True)
+class AudioSourceStatus:
+    """A consistent snapshot of an audio source, for the ``state`` and ``stats`` messages."""
+
+    name: str
+    kind: str
+    state: SourceState
+    #: Why the source is ``down`` (or ended/stopped); empty while ``up``.
+    reason: str
+    #: Chunks delivered since start.
+    chunks: int
+    #: Audio delivered since start, seconds.
+    seconds: float
+    #: Sample rate of the last session, Hz (0 before the first open).
+    rate: int
+    #: Chunks dropped for a full subscriber queue, summed over subscribers.
+    overruns: int
+    #: Times the device itself lost input (e.g. PortAudio input overflow).
+    device_overflows: int
+    #: Times the source came back ``up`` after being ``down``.
+    reconnects: int
+    #: Wall-clock time of the last state change, seconds since the epoch.
+    since: float
+
+
+class AudioSource(ABC):
+    """Base class of every audio source: capture thread, fan-out, reconnect.
+
+    ``finite`` sources (files) have a real end: they start over when
+    ``loop`` is set, else become ``ended``, close every subscriber queue and
+    set :attr:`ended`. For a live source an end of stream is a failure.
+    """
+
+    def __init__(self, settings: SourceSettings, *, finite: bool) -> None:
+        self.settings = settings
+        self.name = settings.name
+        self.kind = settings.kind
+        self.finite = finite
+        #: Live sources drop for full subscribers; others wait (module docstring).
+        self.live = not finite or settings.realtime
+        #: Set once a finite source without ``loop`` has delivered its last chunk.
+        self.ended = threading.Event()
+        self._stop_flag = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._log = structlog.get_logger(__name__).bind(source=self.name, kind=self.kind)
+
+        # Copy-on-write tuple: the capture thread iterates it without a lock.
+        self._queues: tuple[ChunkQueue, ...] = ()
+        self._queues_lock = threading.Lock()
+        self._queues_closed = False
+        self._dropped_overruns = 0  # overruns of queues already unsubscribed
+
+        self._lock = threading.Lock()  # guards the status fields below
+        self._state: SourceState = "starting"
+        self._reason = ""
+        self._since = time.time()
+        self._chunks = 0
+        self._seconds = 0.0
+        self._rate = 0
+        self._device_overflows = 0
+        self._reconnects = 0
+        self._failures = 0  # consecutive failed sessions, drives the backoff
+
+    # -- subclass interface ---------------------------------------------------
+
+    @abstractmethod
+    def _open(self) -> int:
+        """Open the device and return its sample rate, Hz; raise SourceError on failure."""
+
+    @abstractmethod
+    def _read(self) -> npt.NDArray[np.generic] | None:
+        """Block for the next ``(frames, channels)`` block; None at the end of the stream."""
+
+    @abstractmethod
+    def _close(self) -> None:
+        """Release the device. Must be safe to call when ``_open`` failed half-way."""
+
+    # -- public API -----------------------------------------------------------
+
+    def subscribe(self, max_chunks: int = 64) -> ChunkQueue:
+        """A new queue that receives every chunk from now on (``max_chunks`` deep).
+
+        The default holds 6.4 s of audio: a pipeline only falls that far
+        behind in taking chunks when its thread is starved, since it takes
+        them greedily and skips *windows* itself when inference is slow.
+        """
+        queue = ChunkQueue(max_chunks, live=self.live)
+        with self._queues_lock:
+            if self._queues_closed:
+                queue.close()
+            else:
+                self._queues = (*self._queues, queue)
+        return queue
+
+    def unsubscribe(self, queue: ChunkQueue) -> None:
+        """Stop delivering to ``queue`` (a pipeline that was disabled)."""
+        with self._queues_lock:
+            if queue in self._queues:
+                self._dropped_overruns += queue.overruns
+            self._queues = tuple(q for q in self._queues if q is not queue)
+        queue.close()
+
+    def start(self) -> None:
+        """Start the capture thread (a daemon: it never holds the process open)."""
+        if self._thread is not None:
+            raise RuntimeError(f"source {self.name!r} was already started")
+        self._log.info("source starting", uri=display_uri(self.settings.uri))
+        self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop capturing, close every queue and join the thread for up to ``timeout`` s.
+
+        Queues are closed at once so that waiting pipelines (and a file reader
+        waiting for room) finish promptly. Returns False if the thread had not
+        finished in time.
+        """
+        self._stop_flag.set()
+        self._close_queues()
+        if self._thread is None:
+            self._set_state("stopped", "stopped before start")
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._log.warning("capture thread still blocked in a read", timeout_s=timeout)
+            return False
+        return True
+
+    @property
+    def status(self) -> AudioSourceStatus:
+        """A snapshot of state, reason and counters."""
+        with self._queues_lock:
+            overruns = self._dropped_overruns + sum(q.overruns for q in self._queues)
+        with self._lock:
+            return AudioSourceStatus(
+                name=self.name,
+                kind=self.kind,
+                state=self._state,
+                reason=self._reason,
+                chunks=self._chunks,
+                seconds=round(self._seconds, 3),
+                rate=self._rate,
+                overruns=overruns,
+                device_overflows=self._device_overflows,
+                reconnects=self._reconnects,
+                since=self._since,
+            )
+
+    # -- the capture thread ---------------------------------------------------
+
+    def _run(self) -> None:
+        final: SourceState = "stopped"
+        try:
+            while not self._stop_flag.is_set():
+                try:
+                    outcome = self._session()
+                    if outcome == "end" and not self.finite:
+                        where = display_uri(self.settings.uri) or "default device"
+                        raise SourceError(f"{self.kind} source {where!r} stopped delivering audio")
+                # Any error from a device library must turn into "down" and a
+                # retry, never into a silently dead capture thread (STYLE 6).
+                except Exception as exc:  # noqa: BLE001
+                    if self._stop_flag.is_set():
+                        break
+                    reason = str(exc) if isinstance(exc, SourceError) else repr(exc)
+                    delay = self._backoff()
+                    self._set_state("down", reason, retry_in_s=round(delay, 2))
+                    self._gap()  # whatever comes next does not continue the last chunk
+                    if self._stop_flag.wait(delay):
+                        break
+                    continue
+                if outcome == "stop" or self._stop_flag.is_set():
+                    break
+                if not self.settings.loop:
+                    final = "ended"
+                    break
+                self._gap()  # the loop restarts the file: not continuous audio
+        finally:
+            self._close_queues()
+            if final == "ended":
+                self._set_state("ended", "end of media")
+                self.ended.set()
+            else:
+                self._set_state("stopped", "stop requested")
+
+    def _session(self) -> Literal["end", "stop"]:
+        """Open, deliver chunks until the end of the stream or stop, close."""
+        delivered = 0
+        try:
+            rate = self._open()
+            with self._lock:
+                self._rate = rate
+            start_wall, start_mono = time.time(), time.monotonic()
+            position = 0  # samples delivered this session
+            while not self._stop_flag.is_set():
+                block = self._read()
+                if block is None or len(block) == 0:
+                    if self.finite and delivered == 0:
+                        raise SourceError(f"no audio could be read from {self.settings.uri!r}")
+                    return "end"
+                samples = downmix(block)
+                n = len(samples)
+                if self.finite:
+                    # A file's timestamps come from its own sample clock; in
+                    # real time, wait until its last sample "was recorded",
+                    # against an absolute schedule that cannot drift.
+                    offset = position / rate
+                    ts, mono = start_wall + offset, start_mono + offset
+                    due = start_mono + (position + n) / rate
+                    wait = due - time.monotonic()
+                    if self.live and wait > 0 and self._stop_flag.wait(wait):
+                        return "stop"
+                else:
+                    # A device block has just been completed: its first
+                    # sample was captured n / rate seconds ago.
+                    ts, mono = time.time() - n / rate, time.monotonic() - n / rate
+                position += n
+                self._deliver(
+                    AudioChunk(ts=ts, mono=mono, source=self.name, samples=samples, rate=rate)
+                )
+                delivered += 1
+                if delivered == 1:
+                    self._came_up()
+            return "stop"
+        finally:
+            self._close_quietly()
+
+    def _deliver(self, chunk: AudioChunk) -> None:
+        for queue in self._queues:
+            if self.live:
+                queue.put(chunk)
+            else:
+                queue.put_wait(chunk)
+        with self._lock:
+            self._chunks += 1
+            self._seconds += len(chunk.samples) / chunk.rate
+
+    def _gap(self) -> None:
+        """Tell every subscriber that the next chunk does not continue the last one."""
+        for queue in self._queues:
+            queue.mark_gap()
+
+    def _device_overflow(self) -> None:
+        """For subclasses: the device lost input before it could be read."""
+        with self._lock:
+            self._device_overflows += 1
+        self._gap()
+
+    def _came_up(self) -> None:
+        self._failures = 0
+        with self._lock:
+            if self._state == "down":
+                self._reconnects += 1
+        self._set_state("up", "", rate=self._rate)
+
+    def _backoff(self) -> float:
+        """Next reopen delay: exponential from ``reconnect_min_s``, capped, with -25 % jitter."""
+        base = self.settings.reconnect_min_s * 2.0 ** min(self._failures, 30)
+        self._failures += 1
+        capped = min(base, self.settings.reconnect_max_s)
+        return capped * (1.0 - 0.25 * random.random())  # noqa: S311 - jitter, not crypto
+
+    def _set_state(self, state: SourceState, reason: str, **extra: object) -> None:
+        """Record a state change and log it once (not again while it stays the same)."""
+        with self._lock:
+            if (state, reason) == (self._state, self._reason):
+                return
+            self._state, self._reason, self._since = state, reason, time.time()
+        if state == "down":
+            self._log.warning("source down", reason=reason, **extra)
+        else:
+            self._log.info(f"source {state}", **({"reason": reason} if reason else {}), **extra)
+
+    def _close_queues(self) -> None:
+        with self._queues_lock:
+            self._queues_closed = True
+            queues = self._queues
+        for queue in queues:
+            queue.close()
+
+    def _close_quietly(self) -> None:
+        try:
+            self._close()
+        except Exception as exc:  # noqa: BLE001 - a failing release must not mask the cause
+            self._log.debug("error while closing the device", error=repr(exc))
