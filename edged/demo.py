@@ -154,7 +154,7 @@ def _printer(host: str, port: int, out: Any) -> mqtt.Client:
 
     def on_message(_c: mqtt.Client, _u: object, msg: mqtt.MQTTMessage) -> None:
         with lock:
-            print(f"{msg.topic:38} {_summary(msg.payload)}", file=out, flush=True)
+            print(f"{msg.topic:38} {_summary(bytes(msg.payload))}", file=out, flush=True)
 
     client.on_connect = on_connect
     client.on_message = on_message

@@ -23,7 +23,7 @@ from edged.capture.factory import open_video_source
 from edged.check import Preflight
 from edged.pipeline import Emit, Pipeline
 from edged.settings import Settings
-from edged.tasks import build_task
+from edged.tasks import VisionTask, build_task
 
 if TYPE_CHECKING:
     from edged.catalog.resolve import ResolvedModel
@@ -91,7 +91,7 @@ class Graph:
                 if p.source not in video:
                     video[p.source] = open_video_source(src)
                 slot = video[p.source].subscribe()
-                pipelines[p.name] = Pipeline(p, task, slot, emit)
+                pipelines[p.name] = Pipeline(p, cast(VisionTask, task), slot, emit)
         return cls(settings, video, audio, pipelines, dict(checked.models))
 
     def start(self) -> None:

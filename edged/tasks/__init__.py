@@ -38,6 +38,12 @@ class VisionResult:
     timing: Timing
 
 
+class Task(Protocol):
+    """Any task: its ``kind`` names the result topic (detections, pose, audio)."""
+
+    kind: str
+
+
 class VisionTask(Protocol):
     """Turns a frame into results; called from one pipeline thread."""
 
@@ -46,7 +52,7 @@ class VisionTask(Protocol):
     def __call__(self, frame: Frame, threshold: float) -> VisionResult: ...
 
 
-TaskFactory = Callable[[ResolvedModel, Model], VisionTask]
+TaskFactory = Callable[[ResolvedModel, Model], Task]
 
 #: task name → "module:factory", imported on first use so that a device
 #: running only audio never imports the vision stack (and vice versa).
@@ -56,7 +62,7 @@ TASKS: dict[str, str] = {
 }
 
 
-def build_task(pipeline: PipelineSettings, resolved: ResolvedModel, model: Model) -> VisionTask:
+def build_task(pipeline: PipelineSettings, resolved: ResolvedModel, model: Model) -> Task:
     """Build the task of ``pipeline``; ModelError when the model does not fit it."""
     try:
         target = TASKS[pipeline.task]
