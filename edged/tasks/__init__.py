@@ -58,6 +58,7 @@ TaskFactory = Callable[[ResolvedModel, Model], Task]
 #: running only audio never imports the vision stack (and vice versa).
 TASKS: dict[str, str] = {
     "detection": "edged.tasks.detection:DetectionTask",
+    "pose": "edged.tasks.pose:PoseTask",
     "audio": "edged.tasks.audio:AudioTask",
 }
 

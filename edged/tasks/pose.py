@@ -1,0 +1,129 @@
+"""Pose estimation: image → resize/letterbox → model → keypoints in the original frame.
+
+:class:`PoseTask` is the pipeline task (one model, one person per frame);
+:class:`TwoStagePoseTask` combines a person detector with it for several people.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+
+from edged.catalog.resolve import ResolvedModel
+from edged.decode.pose import DECODERS, PoseDecoder
+from edged.errors import ModelError
+from edged.infer.base import Model
+from edged.preprocess.image import preprocess
+from edged.tasks import Timing, VisionResult, VisionTask
+from edged.tasks.detection import check_expectation, image_spec
+from edged.types import Box, Detection, Frame, Keypoint, Pose
+
+
+class PoseTask:
+    """Runs a single-person pose model on frames; built once per pipeline.
+
+    The model, its decoder and the preprocessing are fixed at build time, and
+    a model whose tensors do not fit the decoder is refused here with its
+    shapes, so that ``edged check`` reports it before any frame is read.
+    """
+
+    kind = "pose"
+
+    def __init__(self, resolved: ResolvedModel, model: Model) -> None:
+        check_expectation(resolved, model)
+        try:
+            factory = DECODERS[resolved.decoder]
+        except KeyError:
+            known = ", ".join(sorted(DECODERS))
+            raise ModelError(
+                f"unknown pose decoder {resolved.decoder!r} (known: {known})"
+            ) from None
+        self._decoder: PoseDecoder = factory()
+        self._decoder.check(model.outputs)
+        self._spec = image_spec(resolved, model)
+        self._model = model
+
+    def __call__(self, frame: Frame, threshold: float) -> VisionResult:
+        """Poses in ``frame`` whose score is at least ``threshold`` (none or one for MoveNet)."""
+        t0 = time.perf_counter()
+        tensor, lb = preprocess(frame.image, self._spec)
+        t1 = time.perf_counter()
+        outputs = self._model.run([tensor])
+        t2 = time.perf_counter()
+        items = tuple(self._decoder.decode(outputs, lb, threshold))
+        t3 = time.perf_counter()
+        timing = Timing((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return VisionResult(self.kind, items, timing)
+
+
+class TwoStagePoseTask:
+    """Several people: a person detector finds boxes, a single-pose model runs per box.
+
+    MoveNet SinglePose sees one person per input; on a frame with several it
+    picks one (or blends two). Cropping each detected person, with a margin
+    so that raised arms and feet stay inside, gives every person the model's
+    full input resolution. Cost grows with the number of people, so it is
+    capped by ``max_people`` (highest detection scores first).
+    """
+
+    kind = "pose"
+
+    def __init__(
+        self,
+        detector: VisionTask,
+        pose: PoseTask,
+        *,
+        label: str = "person",
+        detect_threshold: float = 0.5,
+        margin: float = 0.15,
+        max_people: int = 5,
+    ) -> None:
+        if detector.kind != "detections":
+            raise ModelError(f"two-stage pose needs a detection task, got {detector.kind!r}")
+        self._detector = detector
+        self._pose = pose
+        self.label = label
+        self.detect_threshold = detect_threshold
+        self.margin = margin
+        self.max_people = max_people
+
+    def _crop(self, frame: Frame, box: Box) -> tuple[int, int, int, int]:
+        """Pixel bounds of ``box`` grown by ``margin`` on each side, inside the frame."""
+        w, h = frame.width, frame.height
+        mx, my = (box[2] - box[0]) * self.margin, (box[3] - box[1]) * self.margin
+        x0, y0 = max(0, int((box[0] - mx) * w)), max(0, int((box[1] - my) * h))
+        x1, y1 = min(w, math.ceil((box[2] + mx) * w)), min(h, math.ceil((box[3] + my) * h))
+        return x0, y0, x1, y1
+
+    def __call__(self, frame: Frame, threshold: float) -> VisionResult:
+        """One pose per detected person whose pose score is at least ``threshold``."""
+        found = self._detector(frame, self.detect_threshold)
+        people = sorted(
+            (d for d in found.items if isinstance(d, Detection) and d.label == self.label),
+            key=lambda d: -d.score,
+        )[: self.max_people]
+        poses: list[Pose] = []
+        pre, infer, post = found.timing.pre, found.timing.infer, found.timing.post
+        for det in people:
+            x0, y0, x1, y1 = self._crop(frame, det.box)
+            if x1 - x0 < 8 or y1 - y0 < 8:
+                continue  # too small to hold a pose
+            crop = Frame(frame.id, frame.ts, frame.mono, frame.source, frame.image[y0:y1, x0:x1])
+            result = self._pose(crop, threshold)
+            pre, infer, post = (
+                pre + result.timing.pre,
+                infer + result.timing.infer,
+                post + result.timing.post,
+            )
+            sx, sy = (x1 - x0) / frame.width, (y1 - y0) / frame.height
+            ox, oy = x0 / frame.width, y0 / frame.height
+            poses += [_uncrop(p, ox, oy, sx, sy) for p in result.items if isinstance(p, Pose)]
+        return VisionResult(self.kind, tuple(poses), Timing(pre, infer, post))
+
+
+def _uncrop(pose: Pose, ox: float, oy: float, sx: float, sy: float) -> Pose:
+    """A pose normalized to a crop → normalized to the frame the crop was taken from."""
+    kps = tuple(Keypoint(k.name, ox + k.x * sx, oy + k.y * sy, k.score) for k in pose.keypoints)
+    b = pose.box
+    box = (ox + b[0] * sx, oy + b[1] * sy, ox + b[2] * sx, oy + b[3] * sy)
+    return Pose(pose.score, box, kps)

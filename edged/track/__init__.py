@@ -1,0 +1,7 @@
+"""Object tracking: stable ids for detections across frames, and track events."""
+
+from __future__ import annotations
+
+from edged.track.tracker import Track, Tracker, TrackEvent, iou
+
+__all__ = ["Track", "TrackEvent", "Tracker", "iou"]
