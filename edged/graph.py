@@ -21,7 +21,7 @@ from edged.capture.audio_factory import open_audio_source
 from edged.capture.base import VideoSource
 from edged.capture.factory import open_video_source
 from edged.check import Preflight
-from edged.pipeline import Emit, Pipeline
+from edged.pipeline import Emit, EmitEvents, Pipeline
 from edged.settings import Settings
 from edged.tasks import VisionTask, build_task
 
@@ -72,7 +72,12 @@ class Graph:
 
     @classmethod
     def build(
-        cls, settings: Settings, checked: Preflight, emit: Emit, emit_audio: AudioEmit
+        cls,
+        settings: Settings,
+        checked: Preflight,
+        emit: Emit,
+        emit_audio: AudioEmit,
+        emit_events: EmitEvents | None = None,
     ) -> Graph:
         """Create (but do not start) every source and pipeline."""
         video: dict[str, VideoSource] = {}
@@ -91,7 +96,7 @@ class Graph:
                 if p.source not in video:
                     video[p.source] = open_video_source(src)
                 slot = video[p.source].subscribe()
-                pipelines[p.name] = Pipeline(p, cast(VisionTask, task), slot, emit)
+                pipelines[p.name] = Pipeline(p, cast(VisionTask, task), slot, emit, emit_events)
         return cls(settings, video, audio, pipelines, dict(checked.models))
 
     def start(self) -> None:

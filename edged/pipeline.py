@@ -17,15 +17,19 @@ from dataclasses import dataclass
 import structlog
 
 from edged.capture.slot import LatestSlot
+from edged.gate.motion import MotionGate
 from edged.policy import PublishPolicy
 from edged.settings import PipelineSettings
 from edged.tasks import VisionResult, VisionTask
+from edged.track.tracker import Tracker, TrackEvent
 from edged.types import Detection, Frame
 
 log = structlog.get_logger(__name__)
 
 #: Called with every result the policy lets through.
 Emit = Callable[["Pipeline", Frame, VisionResult], None]
+#: Called with the tracker's events (new / update / end) of one frame.
+EmitEvents = Callable[["Pipeline", Frame, list[TrackEvent]], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -38,6 +42,7 @@ class PipelineStats:
     processed: int
     published: int
     dropped: int
+    gated: int
     errors: int
     fps: float
     infer_p50_ms: float
@@ -57,7 +62,12 @@ class Pipeline:
     """Runs one task over one source's frames in a thread."""
 
     def __init__(
-        self, settings: PipelineSettings, task: VisionTask, slot: LatestSlot[Frame], emit: Emit
+        self,
+        settings: PipelineSettings,
+        task: VisionTask,
+        slot: LatestSlot[Frame],
+        emit: Emit,
+        emit_events: EmitEvents | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -66,7 +76,16 @@ class Pipeline:
         self.enabled = True
         self._slot = slot
         self._emit = emit
+        self._emit_events = emit_events
         self._policy = PublishPolicy(settings.publish, settings.heartbeat_s)
+        self._gate = (
+            MotionGate(area=settings.motion_area, keepalive_s=settings.keepalive_s)
+            if settings.motion_gate
+            else None
+        )
+        # Tracks turn a flickering detector into stable ids and new/end events,
+        # which is also the best "something changed" signal for publish=changes.
+        self._tracker = Tracker() if settings.track and task.kind == "detections" else None
         self._labels = frozenset(settings.labels)
         self._stop = threading.Event()
         self._thread = threading.Thread(
@@ -100,11 +119,23 @@ class Pipeline:
         )
         return VisionResult(result.kind, items, result.timing)
 
+    def _track(self, frame: Frame, result: VisionResult) -> bool | None:
+        """Update the tracker; True when a track began or ended (None: no tracker)."""
+        if self._tracker is None:
+            return None
+        dets = [d for d in result.items if isinstance(d, Detection)]
+        # Monotonic time: a wall-clock step must not age every track out at once.
+        _, events = self._tracker.update(dets, frame.mono)
+        if events and self._emit_events is not None:
+            self._emit_events(self, frame, events)
+        return any(e.kind != "update" for e in events)
+
     def _loop(self) -> None:
-        structlog.contextvars.bind_contextvars(pipeline=self.name)
+        structlog.contextvars.bind_contextvars(pipeline=self.name, model=self.settings.model)
         period = 1.0 / self.settings.max_fps
         self.status = "running"
         log.info("pipeline_started", source=self.settings.source, task=self.settings.task)
+        frame_seen: Frame | None = None
         while not self._stop.is_set():
             frame = self._slot.get(timeout=0.5)
             if frame is None:
@@ -112,6 +143,8 @@ class Pipeline:
                     break
                 continue
             if not self.enabled:
+                continue
+            if self._gate is not None and not self._gate.should_run(frame):
                 continue
             started = time.monotonic()
             try:
@@ -121,12 +154,14 @@ class Pipeline:
                 log.exception("inference_failed", frame=frame.id)
                 continue
             done = time.monotonic()
+            frame_seen = frame
             self.processed += 1
             self.last_progress = done
             self._done_mono.append(done)
             self._infer_ms.append(result.timing.infer)
             self._latency_ms.append((done - frame.mono) * 1e3)
-            if self._policy.should_publish(result.items, done):
+            changed = self._track(frame, result)
+            if self._policy.should_publish(result.items, done, changed=changed):
                 self._emit(self, frame, result)
                 self.published += 1
             # Cap the inference rate; frames arriving meanwhile replace each
@@ -136,6 +171,10 @@ class Pipeline:
                 break
         if self.status == "running":
             self.status = "stopped" if self._stop.is_set() else "ended"
+        if self._tracker is not None and self._emit_events is not None:
+            last = self._tracker.flush()
+            if last and frame_seen is not None:
+                self._emit_events(self, frame_seen, last)
         log.info("pipeline_finished", processed=self.processed, status=self.status)
         self.finished.set()
 
@@ -154,6 +193,7 @@ class Pipeline:
             processed=self.processed,
             published=self.published,
             dropped=self._slot.dropped,
+            gated=self._gate.skipped if self._gate is not None else 0,
             errors=self.errors,
             fps=round(fps, 2),
             infer_p50_ms=round(_pct(infer, 0.5), 2),

@@ -31,15 +31,27 @@ class PublishPolicy:
         self._last_sig: tuple[tuple[str, int], ...] | None = None
         self._last_pub = float("-inf")
 
-    def should_publish(self, items: Sequence[Detection | Pose | AudioClass], now: float) -> bool:
-        """``now`` is a monotonic time in seconds."""
+    def should_publish(
+        self,
+        items: Sequence[Detection | Pose | AudioClass],
+        now: float,
+        *,
+        changed: bool | None = None,
+    ) -> bool:
+        """``now`` is a monotonic time in seconds.
+
+        ``changed`` is the tracker's verdict (a track began or ended) when the
+        pipeline tracks objects; it replaces the label-count comparison, which
+        a detector flickering at its threshold would trip on every frame.
+        """
         if self.mode == "all":
             decision = True
         elif self.mode == "nonempty":
             decision = bool(items)
         else:
             sig = _signature(items)
-            decision = sig != self._last_sig or now - self._last_pub >= self._heartbeat_s
+            differs = sig != self._last_sig if changed is None else changed
+            decision = differs or now - self._last_pub >= self._heartbeat_s
             self._last_sig = sig
         if decision:
             self._last_pub = now

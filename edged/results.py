@@ -25,6 +25,7 @@ from edged.catalog.resolve import ResolvedModel
 from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import (
     DetectionResult,
+    EventResult,
     Message,
     ModelRef,
     ModelState,
@@ -41,6 +42,7 @@ from edged.publish.payloads import (
 from edged.settings import Settings
 from edged.tasks import VisionResult
 from edged.tasks.audio import AudioResult
+from edged.track.tracker import TrackEvent
 from edged.types import Detection, Frame, Pose
 
 if TYPE_CHECKING:
@@ -114,6 +116,29 @@ class ResultPublisher:
                 detections=[d for d in result.items if isinstance(d, Detection)], **common
             )
         self.sink.accept(ResultEnvelope.of(self.topics, payload))
+
+    def publish_events(self, pipeline: str, frame: Frame, events: list[TrackEvent]) -> None:
+        """Publish tracker events (``new`` / ``update`` / ``end``) on ``…/<pipeline>/events``."""
+        for e in events:
+            t = e.track
+            payload = EventResult(
+                ts=iso_utc(frame.ts),
+                device=self._settings.device_id,
+                pipeline=pipeline,
+                source=frame.source,
+                model=self._refs.get(pipeline),
+                event=e.kind,
+                data={
+                    "track_id": t.id,
+                    "label": t.label,
+                    "score": round(t.score, 4),
+                    "box": [round(v, 4) for v in t.box],
+                    "hits": t.hits,
+                    "duration_s": round(t.last_ts - t.first_ts, 2),
+                    "frame": frame.id,
+                },
+            )
+            self.sink.accept(ResultEnvelope.of(self.topics, payload))
 
     def publish_audio(
         self, pipeline: str, source: str, start: float, duration: float, result: AudioResult
