@@ -1,0 +1,113 @@
+"""A daemon stand-in for the SIGKILL test, plus what the outbox tests share.
+
+Run as ``python -m tests.helpers.outbox_child OUTBOX N PORT``: it opens the
+outbox file OUTBOX, forwards through an MQTT client pointed at PORT (where no
+broker listens: the broker is "down"), accepts N results on three topics,
+flushes, writes their ids to ``OUTBOX.ids``, prints ``accepted N`` and then
+keeps accepting more results without flushing until it is SIGKILLed, so that
+the kill lands in the middle of batched writes.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from edged.broker import LocalBroker
+from edged.log import configure_logging
+from edged.publish.mqtt import MqttClient
+from edged.publish.outbox import Outbox
+from edged.publish.payloads import (
+    DetectionItem,
+    DetectionResult,
+    FrameRef,
+    ModelRef,
+    ResultEnvelope,
+    Timing,
+    iso_utc,
+)
+from edged.publish.topics import Topics
+from edged.settings import MqttSettings
+
+DEVICE = "dev1"
+TOPICS = Topics("edged", DEVICE)
+PIPELINES = ("front", "back", "yard")
+MODEL = ModelRef(name="ssd-mobilenet-v1-coco-int8", sha256="0" * 64)
+
+
+def result(i: int, pipeline: str = PIPELINES[0]) -> ResultEnvelope:
+    """Result number ``i`` of ``pipeline``: a real detection payload, ~400 bytes of JSON."""
+    r = DetectionResult(
+        ts=iso_utc(time.time()),
+        device=DEVICE,
+        pipeline=pipeline,
+        source="cam0",
+        model=MODEL,
+        frame=FrameRef(id=i, w=640, h=480),
+        timing_ms=Timing(pre=1.2, infer=35.1, post=0.4),
+        detections=[
+            DetectionItem(label="person", class_id=0, score=0.91, box=(0.1, 0.2, 0.4, 0.9))
+        ],
+    )
+    return ResultEnvelope.of(TOPICS, r)
+
+
+def results(n: int, start: int = 0) -> Iterator[ResultEnvelope]:
+    """``n`` results spread round-robin over the three pipelines' topics."""
+    for i in range(start, start + n):
+        yield result(i, PIPELINES[i % len(PIPELINES)])
+
+
+class RoomyBroker(LocalBroker):
+    """A LocalBroker that queues without limit for offline or slow subscribers.
+
+    mosquitto drops QoS 1 messages beyond ``max_queued_messages`` (default
+    1,000) for a subscriber that is offline or behind. The test subscriber
+    reconnects a second after a broker restart while the outbox drains
+    thousands of messages a second, so the default would lose messages in the
+    *broker*, which is not what these tests measure.
+    """
+
+    def _config(self) -> str:
+        return super()._config() + "max_queued_messages 0\n"
+
+
+def mqtt_settings(port: int, **overrides: Any) -> MqttSettings:
+    """Client settings for a local broker on ``port`` with fast reconnects."""
+    values: dict[str, Any] = {
+        "host": "127.0.0.1",
+        "port": port,
+        "keepalive_s": 5,
+        "reconnect_min_s": 0.05,
+        "reconnect_max_s": 0.5,
+    }
+    values.update(overrides)
+    return MqttSettings(**values)
+
+
+def main(argv: list[str]) -> int:
+    path, n, port = Path(argv[0]), int(argv[1]), int(argv[2])
+    configure_logging("warning")  # logs to stderr, as the daemon does: stdout is the report
+    outbox = Outbox(path, max_mb=64, max_age_hours=24)
+    mqtt = MqttClient(mqtt_settings(port), DEVICE)
+    outbox.start(mqtt)
+    mqtt.start()
+    envelopes = list(results(n))
+    for envelope in envelopes:
+        outbox.accept(envelope)
+    outbox.flush()
+    path.with_suffix(".ids").write_text("\n".join(e.id for e in envelopes) + "\n")
+    print(f"accepted {n}", flush=True)
+    i = n
+    while True:  # until SIGKILL: keep the writer busy
+        for envelope in results(50, i):
+            outbox.accept(envelope)
+        i += 50
+        time.sleep(0.005)
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
