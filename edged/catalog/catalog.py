@@ -3,6 +3,11 @@
 The catalog is a TOML file (``models/catalog.toml`` in the source tree,
 installed to ``<prefix>/share/edged/models``). It is parsed into frozen
 pydantic models so that a broken catalog fails with the entry and key named.
+
+Models made on the device (``edged models quantize``) are described by a
+*local catalog*, ``<models dir>/local-catalog.toml``, in the same format. It
+is merged into the bundled one when :func:`load_catalog` is given the models
+dir; its entries carry no URL, since their file exists only on this device.
 """
 
 from __future__ import annotations
@@ -97,6 +102,9 @@ class CatalogEntry(_Strict):
     labels: LabelSpec | None = None
     input: InputHints = Field(default_factory=InputHints)
     expect: Expectation = Field(default_factory=Expectation)
+    derived_from: str = Field(
+        "", description="Catalog name this model was made from on the device (local catalog)."
+    )
 
     def artifacts(self) -> list[Artifact]:
         """Every file ``models pull`` must fetch for this model."""
@@ -133,9 +141,35 @@ def default_catalog_path() -> Path:
     return Path(sys.prefix) / "share" / "edged" / "models" / "catalog.toml"
 
 
-def load_catalog(path: Path | None = None) -> Catalog:
-    """Parse and validate a catalog file (default: :func:`default_catalog_path`)."""
-    path = path or default_catalog_path()
+#: File name of the local catalog inside the models dir.
+LOCAL_CATALOG = "local-catalog.toml"
+
+
+def load_catalog(path: Path | None = None, *, models_dir: Path | None = None) -> Catalog:
+    """Parse and validate a catalog file (default: :func:`default_catalog_path`).
+
+    With ``models_dir``, the entries of ``<models_dir>/local-catalog.toml``
+    (models made on this device) are appended when that file exists. A local
+    entry may not reuse a bundled name: a pull of the bundled model would
+    otherwise be verified against the local hash, or the reverse.
+    """
+    catalog = _load_one(path or default_catalog_path())
+    local = models_dir / LOCAL_CATALOG if models_dir is not None else None
+    if local is None or not local.is_file():
+        return catalog
+    extra = _load_one(local)
+    clash = sorted(set(catalog.names()) & set(extra.names()))
+    if clash:
+        raise CatalogError(
+            f"local catalog {local} redefines bundled model(s) {', '.join(clash)}; "
+            "rename the local entries"
+        )
+    # The bundled root stays the root: bundled label files of a derived model
+    # (e.g. labels/coco80.txt) are found next to the bundled catalog.
+    return catalog.model_copy(update={"models": [*catalog.models, *extra.models]})
+
+
+def _load_one(path: Path) -> Catalog:
     try:
         with path.open("rb") as fh:
             data = tomllib.load(fh)

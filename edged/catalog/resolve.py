@@ -97,12 +97,24 @@ def resolve(pipeline: PipelineSettings, settings: Settings, catalog: Catalog) ->
         raise CatalogError(
             f"model {ref!r} is a {entry.task} model, but the pipeline's task is {pipeline.task!r}"
         )
-    models_dir = settings.models.dir
+    return resolve_entry(catalog, entry, settings.models.dir, decoder=pipeline.decoder)
+
+
+def resolve_entry(
+    catalog: Catalog, entry: CatalogEntry, models_dir: Path, *, decoder: str = ""
+) -> ResolvedModel:
+    """The installed, sha256-verified files of one catalog entry (no pipeline needed).
+
+    Used by :func:`resolve` and by tools that work on models rather than
+    pipelines (``edged models bench``, ``quantize``). ``decoder`` overrides
+    the entry's decoder family when not empty.
+    """
+    ref = entry.name
     path = models_dir / entry.file.name
     problem = verify(entry.file, path)
     if problem is not None:
         raise CatalogError(f"{problem}; run `edged models pull {ref}`")
-    labels = ()
+    labels: tuple[str, ...] = ()
     if entry.labels is not None:
         lpath = _labels_path(catalog, entry, models_dir)
         assert lpath is not None
@@ -115,7 +127,7 @@ def resolve(pipeline: PipelineSettings, settings: Settings, catalog: Catalog) ->
         task=entry.task,
         path=path,
         sha256=entry.file.sha256,
-        decoder=pipeline.decoder or entry.decoder,
+        decoder=decoder or entry.decoder,
         runtime=entry.runtime,
         labels=labels,
         hints=entry.input,

@@ -1,0 +1,141 @@
+"""Golden sets and their metrics: the file format, media resolution, and the arithmetic."""
+
+from __future__ import annotations
+
+import tomllib
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from edged.label.golden import GoldenError, golden_dir, load_golden, media_dir, media_path
+from edged.label.metrics import DetectionCounts, pck, top_k_hit
+from edged.types import Detection
+
+REFERENCE_BOXES = Path(__file__).resolve().parents[1] / "decode" / "reference_boxes.toml"
+
+
+class TestShippedSets:
+    """The three shipped golden sets load, name only relative media, and the media exist."""
+
+    @pytest.mark.parametrize(
+        ("name", "task", "items"),
+        [("coco-photos", "detection", 9), ("squat-pose", "pose", 4), ("sound-clips", "audio", 5)],
+    )
+    def test_loads(self, name: str, task: str, items: int, media_dir: Path) -> None:
+        golden = load_golden(name)
+        assert (golden.task, len(golden.items)) == (task, items)
+        for item in golden.items:
+            assert not Path(item.media).is_absolute()
+            assert media_path(media_dir, item.media).is_file()
+
+    def test_detection_boxes_are_the_hand_made_references(self) -> None:
+        """coco-photos carries exactly the boxes of tests/decode/reference_boxes.toml."""
+        refs = tomllib.loads(REFERENCE_BOXES.read_text())["box"]
+        want = sorted((b["image"], b["label"], tuple(b["box"])) for b in refs)
+        golden = load_golden("coco-photos")
+        got = sorted((i.media, b.label, b.box) for i in golden.items for b in i.boxes)
+        assert got == want
+        negatives = {i.media for i in golden.items if not i.boxes}
+        assert {"rocket.jpg", "chelsea.png"} <= negatives
+
+    def test_shipped_sets_live_beside_the_catalog(self) -> None:
+        assert {p.stem for p in golden_dir().glob("*.toml")} >= {
+            "coco-photos",
+            "squat-pose",
+            "sound-clips",
+        }
+
+
+class TestFormat:
+    """A broken golden set is refused with the reason."""
+
+    def write(self, tmp_path: Path, text: str) -> Path:
+        path = tmp_path / "set.toml"
+        path.write_text(text)
+        return path
+
+    def test_absolute_media_is_refused(self, tmp_path: Path) -> None:
+        path = self.write(
+            tmp_path,
+            'name="x"\ntask="audio"\n[[item]]\nmedia="/srv/a.wav"\nexpect="Speech"\n',
+        )
+        with pytest.raises(GoldenError, match="relative to the media dir"):
+            load_golden(path)
+
+    def test_parent_escape_is_refused(self, tmp_path: Path) -> None:
+        path = self.write(
+            tmp_path, 'name="x"\ntask="audio"\n[[item]]\nmedia="../a.wav"\nexpect="Speech"\n'
+        )
+        with pytest.raises(GoldenError, match="relative to the media dir"):
+            load_golden(path)
+
+    def test_a_box_label_must_be_evaluated(self, tmp_path: Path) -> None:
+        path = self.write(
+            tmp_path,
+            'name="x"\ntask="detection"\nlabels=["person"]\n[[item]]\nmedia="a.jpg"\n'
+            'boxes=[{label="dog", box=[0.1,0.1,0.5,0.5]}]\n',
+        )
+        with pytest.raises(GoldenError, match="'dog' is not in labels"):
+            load_golden(path)
+
+    def test_unknown_name_lists_the_shipped_sets(self) -> None:
+        with pytest.raises(GoldenError, match="shipped: coco-photos"):
+            load_golden("no-such-set")
+
+    def test_media_dir_needs_a_flag_or_the_environment(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.delenv("EDGED_MEDIA_DIR", raising=False)
+        with pytest.raises(GoldenError, match="--media DIR or set EDGED_MEDIA_DIR"):
+            media_dir()
+        monkeypatch.setenv("EDGED_MEDIA_DIR", str(tmp_path))
+        assert media_dir() == tmp_path
+        with pytest.raises(GoldenError, match="not found"):
+            media_path(tmp_path, "astronaut.png")
+
+
+def det(label: str, score: float, box: tuple[float, float, float, float]) -> Detection:
+    return Detection(label, 0, score, box)
+
+
+class TestDetectionCounts:
+    """Greedy one-to-one matching at IoU 0.5, best score first."""
+
+    def test_one_box_matches_one_detection(self) -> None:
+        counts = DetectionCounts(("person",))
+        box = (0.1, 0.1, 0.5, 0.9)
+        found = [det("person", 0.9, box), det("person", 0.6, (0.12, 0.1, 0.5, 0.9))]
+        assert counts.add([("person", box)], found, 0.5) == {"tp": 1, "fp": 1, "fn": 0}
+        m = counts.metrics()
+        assert (m["precision(person)"], m["recall(person)"]) == (0.5, 1.0)
+
+    def test_low_iou_is_a_miss_and_a_false_positive(self) -> None:
+        counts = DetectionCounts(("dog",))
+        assert counts.add([("dog", (0.0, 0.0, 0.2, 0.2))], [det("dog", 0.9, (0.5, 0.5, 1, 1))], 0.5)
+        m = counts.metrics()
+        assert (m["precision"], m["recall"], m["f1"]) == (0.0, 0.0, None)
+
+    def test_labels_not_evaluated_are_ignored_and_nothing_found_is_undefined(self) -> None:
+        counts = DetectionCounts(("person", "cup"))
+        counts.add([("person", (0.1, 0.1, 0.4, 0.4))], [det("cat", 0.9, (0, 0, 1, 1))], 0.5)
+        m = counts.metrics()
+        assert m["recall(person)"] == 0.0
+        assert m["precision(person)"] is None  # nothing detected: undefined, not 1.0
+        assert m["recall(cup)"] is None
+
+
+def test_pck_counts_keypoints_within_alpha_of_the_person_size() -> None:
+    """A person 100 px tall: at alpha 0.05 a keypoint may be 5 px off."""
+    ref = np.array([[0.5, 0.0], [0.5, 1.0]])  # normalized; 100 x 100 image → 100 px tall
+    near = ref + np.array([[0.04, 0.0], [0.0, 0.0]])  # 4 px off
+    far = ref + np.array([[0.06, 0.0], [0.0, 0.0]])  # 6 px off
+    assert pck(near, ref, 100, 100, 0.05) == (2, 2)
+    assert pck(far, ref, 100, 100, 0.05) == (1, 2)
+
+
+def test_top_k() -> None:
+    scores = np.array([0.1, 0.7, 0.5, 0.2], dtype=np.float32)
+    labels = ("Speech", "Animal", "Dog", "Music")
+    assert not top_k_hit(scores, labels, "Dog", 1)
+    assert top_k_hit(scores, labels, "Dog", 3)
