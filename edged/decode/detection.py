@@ -44,6 +44,11 @@ def _shapes(outputs: Sequence[TensorSpec]) -> str:
     return ", ".join(f"{o.name!r} {list(o.shape)}" for o in outputs) or "none"
 
 
+def _dim_is(dim: int, want: int) -> bool:
+    """A tensor dimension matches ``want``; -1 (dynamic) matches anything."""
+    return -1 in (dim, want) or dim == want
+
+
 def _label(labels: Sequence[str], class_id: int) -> str:
     return labels[class_id] if 0 <= class_id < len(labels) else f"class_{class_id}"
 
@@ -81,7 +86,13 @@ class SsdPostprocessDecoder:
         boxes = [i for i, s in enumerate(shapes) if len(s) == 3 and s[-1] == 4]
         count = [i for i, s in enumerate(shapes) if len(s) == 1]
         pairs = [i for i, s in enumerate(shapes) if len(s) == 2]
-        if len(outputs) != 4 or len(boxes) != 1 or len(count) != 1 or len(pairs) != 2:
+        fits = len(outputs) == 4 and len(boxes) == 1 and len(count) == 1 and len(pairs) == 2
+        if fits:
+            n = shapes[boxes[0]][1]
+            fits = all(_dim_is(shapes[i][1], n) for i in pairs) and all(
+                _dim_is(shapes[i][0], 1) for i in (*boxes, *pairs)
+            )
+        if not fits:
             raise ModelError(
                 "the ssd-postprocess decoder expects 4 outputs (boxes [1,N,4], classes [1,N], "
                 f"scores [1,N], count [1]); this model has {_shapes(outputs)}"
@@ -133,6 +144,12 @@ class YoloxDecoder:
             raise ModelError(
                 f"the yolox decoder expects one output [1, anchors, 5+classes]; this model has {_shapes(outputs)}"
             )
+        classes = outputs[0].shape[2] - 5
+        if self.labels and classes != len(self.labels):
+            raise ModelError(
+                f"the yolox decoder reads {_shapes(outputs)} as {classes} classes, "
+                f"but {len(self.labels)} labels were given: the label file does not fit this model"
+            )
 
     def _anchors(self, n: int, in_w: int, in_h: int) -> tuple[F32, F32]:
         if self._grid is None or self._grid.shape[0] != n:
@@ -154,6 +171,11 @@ class YoloxDecoder:
     def decode(self, outputs: list[F32], lb: Letterbox, threshold: float) -> list[Detection]:
         pred = outputs[0][0]
         grid, stride = self._anchors(pred.shape[0], lb.in_w, lb.in_h)
+        # Class scores are sigmoids (<= 1), so obj * cls >= threshold needs
+        # obj >= threshold: looking at those anchors only skips the
+        # anchors x classes product for the ~99 % that are background.
+        (cand,) = np.nonzero(pred[:, 4] >= threshold)
+        pred, grid, stride = pred[cand], grid[cand], stride[cand]
         cls = pred[:, 5:]
         class_ids = cls.argmax(axis=1)
         scores = pred[:, 4] * cls[np.arange(len(cls)), class_ids]
@@ -161,7 +183,9 @@ class YoloxDecoder:
         if not keep.any():
             return []
         xy = (pred[keep, :2] + grid[keep]) * stride[keep]
-        wh = np.exp(pred[keep, 2:4]) * stride[keep]
+        # A log-size above 20 is a box millions of pixels wide; capping it keeps
+        # exp() from overflowing on a corrupt output without changing real boxes.
+        wh = np.exp(np.minimum(pred[keep, 2:4], 20.0)) * stride[keep]
         boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1).astype(np.float32)
         return _finish(
             boxes,
@@ -198,6 +222,11 @@ class YoloV8Decoder:
             self._transposed = False
         elif channels and b == channels:
             self._transposed = True
+        elif channels and -1 not in (a, b):
+            raise ModelError(
+                f"the yolov8 decoder expects one output [1, 4+classes, N]; this model has "
+                f"{_shapes(outputs)}, and neither axis is 4 + {len(self.labels)} labels"
+            )
         elif a > 4 and (b == -1 or a < b):
             self._transposed = False
         elif b > 4 and (a == -1 or b < a):

@@ -73,9 +73,21 @@ class LiteRTModel:
         self.threads = threads
         try:
             self._it = interpreter_cls(model_path=str(path), num_threads=threads)
-            self._it.allocate_tensors()
+        except (SystemError, ImportError, AttributeError) as exc:
+            # tflite-runtime 2.14 imports fine next to numpy 2 but its C extension
+            # fails here ("_ARRAY_API not found", surfacing as SystemError): the
+            # runtime is unusable on this image, whatever the model.
+            raise RuntimeUnavailableError(
+                f"{path}: {self.runtime} cannot create an Interpreter with numpy "
+                f"{np.__version__} ({type(exc).__name__}: {exc}); install ai-edge-litert, "
+                "or use numpy < 2 with tflite-runtime"
+            ) from None
         except (ValueError, RuntimeError) as exc:
             raise ModelError(f"{path}: {self.runtime} cannot load it: {exc}") from None
+        try:
+            self._it.allocate_tensors()
+        except (ValueError, RuntimeError) as exc:
+            raise ModelError(f"{path}: {self.runtime} cannot allocate its tensors: {exc}") from None
         in_details = self._it.get_input_details()
         out_details = self._it.get_output_details()
         self._in_index = [int(d["index"]) for d in in_details]
@@ -86,6 +98,8 @@ class LiteRTModel:
 
     def run(self, inputs: list[npt.NDArray[np.generic]]) -> list[npt.NDArray[np.float32]]:
         """Invoke once; quantized outputs come back dequantized to float32."""
+        if self._it is None:
+            raise ModelError(f"{self.path}: the model was closed")
         check_inputs(self.path, self.inputs, inputs)
         for index, array in zip(self._in_index, inputs, strict=True):
             self._it.set_tensor(index, array)
@@ -102,4 +116,5 @@ class LiteRTModel:
         return out
 
     def close(self) -> None:
+        """Drop the interpreter and its tensor arena; ``run`` refuses afterwards."""
         self._it = None

@@ -77,9 +77,12 @@ class OnnxModel:
 
     def run(self, inputs: list[npt.NDArray[np.generic]]) -> list[npt.NDArray[np.float32]]:
         """Run once; outputs come back as float32."""
+        if self._session is None:
+            raise ModelError(f"{self.path}: the model was closed")
         check_inputs(self.path, self.inputs, inputs)
         outs = self._session.run(None, dict(zip(self._names, inputs, strict=True)))
         return [np.asarray(o).astype(np.float32, copy=False) for o in outs]
 
     def close(self) -> None:
+        """Release the session (its arena and thread pool); ``run`` refuses afterwards."""
         self._session = None

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import numpy as np
+import numpy.typing as npt
 import pytest
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import read_labels
 from edged.decode.detection import DECODERS, SsdPostprocessDecoder, YoloV8Decoder, YoloxDecoder
 from edged.errors import ModelError
-from edged.infer.base import Model
+from edged.infer.base import Model, TensorSpec
 from edged.infer.registry import load_model
-from edged.preprocess.image import ImageSpec, preprocess
+from edged.preprocess.image import ImageSpec, Letterbox, preprocess
 from edged.types import Detection
 from tests.helpers.onnx_models import build_yolov8_model
 from tests.helpers.vision import iou, read_rgb, reference_boxes
@@ -158,7 +160,37 @@ def test_yolov8_rebuild_is_byte_identical(tmp_path: Path) -> None:
     assert a == b
 
 
-def read_rgb_blank(h: int, w: int):  # type: ignore[no-untyped-def]
-    import numpy as np  # noqa: PLC0415
-
+def read_rgb_blank(h: int, w: int) -> npt.NDArray[np.uint8]:
     return np.zeros((h, w, 3), np.uint8)
+
+
+def test_label_count_must_fit_the_class_axis(yolox: Detector) -> None:
+    """A label file with a different number of classes than the model is refused at check time."""
+    with pytest.raises(ModelError, match=r"80 classes, but 91 labels"):
+        YoloxDecoder(labels=[f"c{i}" for i in range(91)]).check(yolox.model.outputs)
+    v8 = TensorSpec("output0", (1, 84, 8400), np.dtype(np.float32))
+    with pytest.raises(ModelError, match=r"neither axis is 4 \+ 91 labels"):
+        YoloV8Decoder(labels=[f"c{i}" for i in range(91)]).check([v8])
+
+
+def test_ssd_outputs_must_agree_on_n() -> None:
+    """SSD outputs whose detection counts differ (boxes 10, scores 20) are refused."""
+    f32 = np.dtype(np.float32)
+    outs = [
+        TensorSpec("boxes", (1, 10, 4), f32),
+        TensorSpec("classes", (1, 10), f32),
+        TensorSpec("scores", (1, 20), f32),
+        TensorSpec("count", (1,), f32),
+    ]
+    with pytest.raises(ModelError, match=r"'scores' \[1, 20\]"):
+        SsdPostprocessDecoder().check(outs)
+
+
+def test_yolox_survives_absurd_box_sizes() -> None:
+    """A corrupt head (size logit 1000) gives a clipped box, not an overflow."""
+    pred = np.zeros((1, 21, 6), np.float32)  # a 32x32 input: 16 + 4 + 1 anchors
+    pred[0, 0] = (0.0, 0.0, 1000.0, 1000.0, 0.9, 0.9)
+    lb = Letterbox(32, 32, 32, 32, 1.0, 1.0, 0.0, 0.0)
+    (det,) = YoloxDecoder(labels=["thing"]).decode([pred], lb, 0.5)
+    assert det.box == (0.0, 0.0, 1.0, 1.0)
+    assert det.score == pytest.approx(0.81)

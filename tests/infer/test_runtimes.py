@@ -4,7 +4,9 @@ from __future__ import annotations
 
 import importlib
 import sys
+import types
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pytest
@@ -80,9 +82,30 @@ def test_bad_files_are_refused_with_their_path(
 
 
 def test_missing_file_is_named(tmp_path: Path) -> None:
-    """A model path that does not exist is reported as such."""
-    with pytest.raises(ModelError, match="not found"):
-        load_model(tmp_path / "absent.tflite")
+    """A model path that does not exist is reported as such, with the path."""
+    path = tmp_path / "absent.tflite"
+    with pytest.raises(ModelError, match="not found") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+def test_truncated_real_model_is_refused(tmp_path: Path, model_mirror: Path) -> None:
+    """The first 100 kB of the real SSD file (a cut-off download) is refused, naming the file."""
+    path = tmp_path / "cut.tflite"
+    path.write_bytes((model_mirror / SSD).read_bytes()[:100_000])
+    with pytest.raises(ModelError, match="cannot load it") as info:
+        load_model(path)
+    assert str(path) in str(info.value)
+
+
+@pytest.mark.parametrize("name", [SSD, YOLOX])
+def test_closed_model_refuses_to_run(model_mirror: Path, name: str) -> None:
+    """After close() the runtime's resources are gone and run() says so."""
+    model = load_model(model_mirror / name)
+    zeros = [np.zeros(s.shape, s.dtype) for s in model.inputs]
+    model.close()
+    with pytest.raises(ModelError, match="closed"):
+        model.run(zeros)
 
 
 def test_runtime_is_chosen_by_suffix() -> None:
@@ -132,4 +155,78 @@ def test_no_tflite_runtime_is_a_clear_error(
     ):
         monkeypatch.setitem(sys.modules, name, None)
     with pytest.raises(RuntimeUnavailableError, match="pip install ai-edge-litert"):
+        load_model(model_mirror / SSD)
+
+
+class FakeInterpreter:
+    """Stands in for ``tflite_runtime.interpreter.Interpreter``; counts invocations."""
+
+    invocations = 0
+
+    def __init__(self, model_path: str, num_threads: int) -> None:
+        self.num_threads = num_threads
+        self.value = np.zeros((1, 4), np.uint8)
+
+    def allocate_tensors(self) -> None:
+        pass
+
+    def get_input_details(self) -> list[dict[str, Any]]:
+        return [{"name": "in", "index": 0, "shape": np.array([1, 4]), "dtype": np.uint8}]
+
+    def get_output_details(self) -> list[dict[str, Any]]:
+        return [
+            {
+                "name": "out",
+                "index": 1,
+                "shape": np.array([1, 4]),
+                "dtype": np.uint8,
+                "quantization": (0.5, 2),
+            }
+        ]
+
+    def set_tensor(self, index: int, value: np.ndarray) -> None:
+        self.value = value.copy()
+
+    def invoke(self) -> None:
+        FakeInterpreter.invocations += 1
+
+    def get_tensor(self, index: int) -> np.ndarray:
+        return self.value.copy()
+
+
+def fake_tflite_runtime(monkeypatch: pytest.MonkeyPatch, interpreter: type) -> None:
+    """Hide ai_edge_litert and install a fake tflite_runtime whose Interpreter is ``interpreter``."""
+    monkeypatch.setitem(sys.modules, "ai_edge_litert", None)
+    monkeypatch.setitem(sys.modules, "ai_edge_litert.interpreter", None)
+    module = types.ModuleType("tflite_runtime.interpreter")
+    module.Interpreter = interpreter  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "tflite_runtime", types.ModuleType("tflite_runtime"))
+    monkeypatch.setitem(sys.modules, "tflite_runtime.interpreter", module)
+
+
+def test_fallback_is_chosen_warmed_up_once_and_dequantizes(
+    monkeypatch: pytest.MonkeyPatch, model_mirror: Path
+) -> None:
+    """Without LiteRT the tflite_runtime Interpreter is used, invoked once at load, outputs dequantized."""
+    fake_tflite_runtime(monkeypatch, FakeInterpreter)
+    FakeInterpreter.invocations = 0
+    model = load_model(model_mirror / SSD, threads=3)
+    assert model.runtime.startswith("tflite-runtime ")
+    assert FakeInterpreter.invocations == 1
+    out = model.run([np.array([[2, 4, 6, 255]], np.uint8)])
+    assert out[0].dtype == np.float32
+    assert out[0].tolist() == [[0.0, 1.0, 2.0, 126.5]]  # (q - 2) * 0.5
+
+
+def test_fallback_that_cannot_create_an_interpreter_is_unavailable(
+    monkeypatch: pytest.MonkeyPatch, model_mirror: Path
+) -> None:
+    """tflite-runtime 2.14 next to numpy 2 fails inside Interpreter(); that is reported as unavailable."""
+
+    class BrokenInterpreter:
+        def __init__(self, model_path: str, num_threads: int) -> None:
+            raise SystemError("returned a result with an exception set")
+
+    fake_tflite_runtime(monkeypatch, BrokenInterpreter)
+    with pytest.raises(RuntimeUnavailableError, match="cannot create an Interpreter with numpy"):
         load_model(model_mirror / SSD)
