@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from edged.settings import (
+    MetricsSettings,
     ModelsSettings,
     MqttSettings,
     OffloadSettings,
@@ -33,6 +34,7 @@ _SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[[pipelines]]", PipelineSettings, ""),
     ("[pipelines.offload]", PipelineOffloadSettings, ""),
     ("[offload]", OffloadSettings, "EDGED_OFFLOAD__"),
+    ("[metrics]", MetricsSettings, "EDGED_METRICS__"),
 ]
 
 

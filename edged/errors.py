@@ -51,3 +51,18 @@ class CatalogError(EdgedError):
 
 class BrokerError(EdgedError):
     """A local MQTT broker could not be started (``edged demo``)."""
+
+
+class CommandError(EdgedError):
+    """A command received over MQTT was refused.
+
+    ``field`` names what was wrong (a payload field, ``payload``, ``command``,
+    ``response_topic`` or ``config``) so the reply can say ``"<field>:
+    <problem>"``; ``details`` are extra reply fields (e.g. ``applied``).
+    """
+
+    def __init__(self, field: str, problem: str, **details: object) -> None:
+        self.field = field
+        self.problem = problem
+        self.details = details
+        super().__init__(f"{field}: {problem}")

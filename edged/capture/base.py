@@ -109,6 +109,9 @@ class VideoSource(ABC):
         self._times: deque[float] = deque(maxlen=int(FPS_WINDOW_S * settings.fps) + 2)
 
         self._next_id = 0  # only touched by the capture thread
+        # The last delivered frame, for snapshots. Replaced by one reference
+        # assignment per frame (atomic in CPython), so no lock and no copy.
+        self._latest: Frame | None = None
         self._failures = 0  # consecutive failed sessions, drives the backoff
 
     # -- subclass interface ---------------------------------------------------
@@ -149,6 +152,15 @@ class VideoSource(ABC):
         """Stop delivering to ``slot`` (a pipeline that was disabled)."""
         with self._slots_lock:
             self._slots = tuple(s for s in self._slots if s is not slot)
+
+    def latest(self) -> Frame | None:
+        """The last frame delivered to subscribers, or None before the first one.
+
+        The same object the pipelines received, not a copy: like every
+        consumer, callers must not write into its image (see
+        :mod:`edged.types`). It stays available after the source stopped.
+        """
+        return self._latest
 
     def start(self) -> None:
         """Start the capture thread (a daemon: it never holds the process open)."""
@@ -292,6 +304,7 @@ class VideoSource(ABC):
         self._next_id += 1
         for slot in self._slots:
             slot.put(frame)
+        self._latest = frame
         with self._lock:
             self._frames += 1
             self._times.append(now)

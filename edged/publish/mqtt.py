@@ -17,6 +17,12 @@ Threading: :meth:`publish` / :meth:`send` may be called from any thread
 (paho's publish is thread-safe). Hooks and callbacks run on paho's network
 thread and must not block; they may call :meth:`publish`.
 
+Subscriptions: :meth:`subscribe` registers a topic filter and a callback;
+the filter is subscribed on every (re)connect, because the session starts
+clean and the broker forgets subscriptions with it. Callbacks get the topic,
+the payload and the MQTT 5 request/response properties, on paho's thread:
+they must hand real work to a thread of their own.
+
 Delivery: a QoS 1 message handed to :meth:`send` stays in paho's session
 until its PUBACK and is re-sent by paho after a reconnect, within this
 process. The outbox must therefore hand each stored row over once per
@@ -27,10 +33,13 @@ unacknowledged at exit are re-sent from the database after a restart
 
 from __future__ import annotations
 
+import contextlib
+import socket
 import ssl
 import sys
 import threading
 from collections.abc import Callable
+from dataclasses import dataclass
 from typing import Any, cast
 
 import paho.mqtt.client as paho
@@ -39,6 +48,7 @@ from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersi
 from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
+from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edged.errors import PublishError
 from edged.publish.payloads import Message
@@ -58,6 +68,47 @@ _HINTS = {
     "Client identifier not valid": "another client may use the same mqtt.client_id",
     "Unsupported protocol version": "set mqtt.protocol = '3.1.1' for this broker",
 }
+
+
+@dataclass(frozen=True, slots=True)
+class RequestProperties:
+    """The MQTT 5 request/response properties of a received message.
+
+    Both are None for a message without them, and always under MQTT 3.1.1,
+    which has no properties; such a requester is answered on a fixed topic.
+    """
+
+    response_topic: str | None = None
+    correlation_data: bytes | None = None
+
+
+#: ``callback(topic, payload, properties)`` for :meth:`MqttClient.subscribe`.
+MessageCallback = Callable[[str, bytes, RequestProperties], None]
+
+
+def check_filter(topic_filter: str) -> str:
+    """Return ``topic_filter`` if it is a valid MQTT subscription filter, else raise ValueError."""
+    levels = topic_filter.split("/")
+    if not topic_filter or "\x00" in topic_filter:
+        raise ValueError(f"topic filter {topic_filter!r} is empty or contains NUL")
+    for i, level in enumerate(levels):
+        if ("+" in level and level != "+") or ("#" in level and level != "#"):
+            raise ValueError(f"topic filter {topic_filter!r}: a wildcard must fill its level")
+        if level == "#" and i != len(levels) - 1:
+            raise ValueError(f"topic filter {topic_filter!r}: '#' must be the last level")
+    return topic_filter
+
+
+def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
+    """Turn Nagle's algorithm off on the broker connection.
+
+    Results, state and command replies are small messages. With Nagle on, a
+    message written while the previous one is unacknowledged waits for the
+    broker's delayed ACK (40 ms on Linux); measured here, a command round
+    trip through mosquitto took 45-90 ms instead of under 1 ms.
+    """
+    with contextlib.suppress(OSError, AttributeError):  # not a TCP socket (e.g. a unix socket)
+        sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
 
 
 class MqttClient:
@@ -99,6 +150,8 @@ class MqttClient:
         self._connect_hooks: list[Callable[[], None]] = []
         self._published_hooks: list[Callable[[int], None]] = []
         self._delivered_hooks: list[Callable[[Message], None]] = []
+        # topic filter -> qos; re-subscribed on every connect (see _on_connect).
+        self._subscriptions: dict[str, int] = {}
         # mid -> (qos, Message from send() or None) until acknowledged; see _handed_over.
         self._track_lock = threading.Lock()
         self._tracked: dict[int, tuple[int, Message | None]] = {}
@@ -138,6 +191,7 @@ class MqttClient:
                 ) from None
         elif s.ca_file:
             self._log.warning("mqtt.ca_file_ignored", reason="mqtt.tls is false")
+        client.on_socket_open = _no_delay
         client.on_connect = self._on_connect
         client.on_connect_fail = self._on_connect_fail
         client.on_disconnect = self._on_disconnect
@@ -168,6 +222,48 @@ class MqttClient:
         :meth:`send`'s return.
         """
         self._delivered_hooks.append(callback)
+
+    def subscribe(self, topic_filter: str, callback: MessageCallback, qos: int = 1) -> None:
+        """Deliver every message matching ``topic_filter`` to ``callback``, across reconnects.
+
+        Subscribes at once when connected, and again after every (re)connect.
+        ``callback(topic, payload, properties)`` runs on paho's network
+        thread: it must return quickly (hand work to a queue) and may call
+        :meth:`publish`. An exception from it is logged, never raised into
+        paho. Raises ValueError on an invalid filter. With MQTT 5 the
+        subscription is *no local*, so the daemon never receives its own
+        publishes on a topic it also listens to.
+        """
+        check_filter(topic_filter)
+        if qos not in (0, 1, 2):
+            raise ValueError(f"qos must be 0, 1 or 2, not {qos!r}")
+
+        def on_message(_client: paho.Client, _userdata: Any, msg: paho.MQTTMessage) -> None:
+            props = msg.properties
+            request = RequestProperties(
+                response_topic=getattr(props, "ResponseTopic", None),
+                correlation_data=getattr(props, "CorrelationData", None),
+            )
+            # paho only routes messages whose topic decoded as UTF-8 here.
+            self._call(callback, msg.topic, bytes(msg.payload), request)
+
+        self._client.message_callback_add(topic_filter, on_message)
+        self._subscriptions[topic_filter] = qos
+        if self.connected:
+            self._subscribe(topic_filter, qos)
+
+    def _subscribe(self, topic_filter: str, qos: int) -> None:
+        options = SubscribeOptions(qos=qos, noLocal=True) if self._v5 else None
+        result, _ = (
+            self._client.subscribe(topic_filter, options=options)
+            if options is not None
+            else self._client.subscribe(topic_filter, qos=qos)
+        )
+        if result != MQTTErrorCode.MQTT_ERR_SUCCESS:
+            # Not connected after all: the next on_connect subscribes again.
+            self._log.debug("mqtt.subscribe_deferred", filter=topic_filter, rc=str(result))
+        else:
+            self._log.debug("mqtt.subscribed", filter=topic_filter, qos=qos)
 
     # --- lifecycle -------------------------------------------------------------
 
@@ -237,17 +333,26 @@ class MqttClient:
         qos: int = 1,
         retain: bool = False,
         expiry_s: int | None = None,
+        *,
+        correlation_data: bytes | None = None,
     ) -> int:
         """Queue one message and return its paho message id (``mid``).
 
         Never blocks on the network. QoS 1/2 messages published while
         disconnected are kept and sent after the next connect; QoS 0 messages
         are dropped then. ``expiry_s`` sets the MQTT 5 Message Expiry Interval
-        (ignored with MQTT 3.1.1). Raises :class:`PublishError` on an invalid
-        topic or payload.
+        and ``correlation_data`` the Correlation Data of a reply (both ignored
+        with MQTT 3.1.1). Raises :class:`PublishError` on an invalid topic or
+        payload.
         """
         return self._publish(
-            topic, payload, qos=qos, retain=retain, expiry_s=expiry_s, message=None
+            topic,
+            payload,
+            qos=qos,
+            retain=retain,
+            expiry_s=expiry_s,
+            message=None,
+            correlation_data=correlation_data,
         ).mid
 
     def send(self, message: Message) -> int:
@@ -266,13 +371,17 @@ class MqttClient:
         retain: bool,
         expiry_s: int | None,
         message: Message | None,
+        correlation_data: bytes | None = None,
     ) -> paho.MQTTMessageInfo:
         if qos not in (0, 1, 2):
             raise PublishError(f"cannot publish to {topic!r}: qos must be 0, 1 or 2, not {qos!r}")
         props: Properties | None = None
-        if expiry_s is not None and self._v5:
+        if self._v5 and (expiry_s is not None or correlation_data is not None):
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
-            props.MessageExpiryInterval = int(expiry_s)
+            if expiry_s is not None:
+                props.MessageExpiryInterval = int(expiry_s)
+            if correlation_data is not None:
+                props.CorrelationData = correlation_data
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         except (ValueError, TypeError) as exc:
@@ -359,6 +468,8 @@ class MqttClient:
         self._publish(
             self.topics.availability, ONLINE, qos=1, retain=True, expiry_s=None, message=None
         )
+        for topic_filter, qos in list(self._subscriptions.items()):
+            self._subscribe(topic_filter, qos)
         for hook in self._connect_hooks:
             self._call(hook)
 

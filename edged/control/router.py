@@ -1,0 +1,236 @@
+"""Commands over MQTT: subscribe to ``<prefix>/<dev>/cmd/+``, run each on a worker, reply.
+
+Threads. paho delivers messages on its network thread, which also carries
+every result to the broker, so it must never wait for a command.
+:meth:`CommandRouter._on_message` only puts the request on a bounded queue;
+one worker thread validates and runs commands in arrival order. When the
+queue is full the request is answered at once, without being parsed, with a
+``busy`` error: a flood of commands costs one small reply per message and
+never memory. Busy replies are QoS 0, so that a client flooding the daemon
+cannot also fill paho's queue of unacknowledged QoS 1 messages.
+
+Replies. Every request gets exactly one reply, ``{"ok": true, …}`` or
+``{"ok": false, "error": "<field>: <problem>"}``. It goes to the request's
+MQTT 5 Response Topic, with its Correlation Data, when the request names one;
+else to ``<prefix>/<dev>/cmd/<command>/reply`` (with the Correlation Data if
+there was any), which is where MQTT 3.1.1 clients, who cannot send
+properties, listen.
+
+Response topics are checked (:meth:`CommandRouter.reply_topic`): they must
+lie *under the device's command tree*, at least two levels below ``cmd``
+(e.g. ``edged/pi-kitchen/cmd/ping/reply/client-7``). The daemon usually holds
+wider publish rights than the clients that command it (its results, its
+retained state, in many brokers ``#``); without the rule any client allowed
+to send a command could make it publish to any topic — someone's
+``…/lock/set``, or forged ``detections`` and ``state`` of this device. Under
+``cmd/`` a reply can only ever land where command replies live, and two
+levels below ``cmd`` it can never be a command itself (no reply loops).
+Broker ACLs written per device (``edged/<dev>/cmd/#``) cover both directions.
+A request with a refused response topic is not run; its error reply goes to
+the default reply topic, so the client still learns why.
+"""
+
+from __future__ import annotations
+
+import queue
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any, Final
+
+import structlog
+
+from edged.control.commands import COMMANDS, Command, encode_reply, parse, show
+from edged.errors import CommandError, PublishError
+from edged.publish.mqtt import MqttClient, RequestProperties
+from edged.settings import check_segment
+
+log = structlog.get_logger(__name__)
+
+#: Commands waiting for the worker; more are answered ``busy``.
+QUEUE_SIZE: Final = 32
+#: Stand-in command name in the default reply topic when the name received
+#: cannot be a topic segment of ours (longer than 128 bytes, say).
+INVALID_NAME: Final = "invalid"
+#: Refusals are logged at most this often, with a count (a fuzzing or
+#: misconfigured client must not flood the journal).
+_REFUSAL_LOG_EVERY_S: Final = 10.0
+
+Execute = Callable[[Command], dict[str, Any]]
+
+
+@dataclass(frozen=True, slots=True)
+class Request:
+    """One command as received: its name (the last topic level), payload and properties."""
+
+    command: str
+    payload: bytes
+    props: RequestProperties
+
+
+@dataclass
+class CommandCounters:
+    """How requests ended (for metrics): replied ok, replied with an error, or busy."""
+
+    ok: int = 0
+    error: int = 0
+    busy: int = 0
+
+
+class CommandRouter:
+    """Receives commands for one device, runs them with ``execute``, and replies."""
+
+    def __init__(self, mqtt: MqttClient, execute: Execute, *, queue_size: int = QUEUE_SIZE) -> None:
+        self._mqtt = mqtt
+        self._topics = mqtt.topics
+        self._execute = execute
+        self._reply_root = f"{self._topics.base}/cmd/"
+        self._queue: queue.Queue[Request] = queue.Queue(maxsize=queue_size)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._work, name="commands", daemon=True)
+        self.counters = CommandCounters()
+        self._refusals = 0
+        self._last_refusal_log = -_REFUSAL_LOG_EVERY_S
+
+    def start(self) -> None:
+        """Start the worker, then subscribe (kept across reconnects by the client)."""
+        self._thread.start()
+        self._mqtt.subscribe(self._topics.cmd_filter, self._on_message, qos=1)
+
+    def stop(self, timeout: float = 2.0) -> None:
+        """Stop taking commands; requests still queued are dropped (the daemon is stopping)."""
+        self._stop.set()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    # -- paho's thread ----------------------------------------------------------
+
+    def _on_message(self, topic: str, payload: bytes, props: RequestProperties) -> None:
+        # ``cmd/+`` matches exactly one level below ``cmd``: the command name.
+        request = Request(topic.rsplit("/", 1)[-1], payload, props)
+        if self._stop.is_set():
+            self._reply_error(request, CommandError("command", "the daemon is stopping"), qos=0)
+            return
+        try:
+            self._queue.put_nowait(request)
+        except queue.Full:
+            self.counters.busy += 1
+            busy = CommandError(
+                "command", f"busy: {self._queue.maxsize} commands are waiting; retry later"
+            )
+            self._reply_error(request, busy, qos=0)
+
+    # -- the worker -------------------------------------------------------------
+
+    def _work(self) -> None:
+        while not self._stop.is_set():
+            try:
+                request = self._queue.get(timeout=0.2)
+            except queue.Empty:
+                continue
+            try:
+                self._handle(request)
+            except Exception:  # one bad request must not end the worker
+                log.exception("command_failed", command=show(request.command))
+
+    def _handle(self, request: Request) -> None:
+        """Validate, run and answer one request."""
+        try:
+            reply_to = self.reply_topic(request)
+        except CommandError as exc:
+            self.counters.error += 1
+            self._refused(request, exc)
+            self._reply_error(request, exc, qos=1)
+            return
+        command: Command | None = None
+        doc: dict[str, Any] = {"ok": True}
+        try:
+            command = parse(request.command, request.payload)
+            doc.update(self._execute(command))
+        except CommandError as exc:
+            doc = {"ok": False, "error": str(exc), **exc.details}
+            self._refused(request, exc)
+        except Exception:  # a bug in one command must still get an answer
+            log.exception("command_crashed", command=request.command)
+            doc = {"ok": False, "error": f"{request.command}: internal error; see the daemon's log"}
+        if doc["ok"]:
+            self.counters.ok += 1
+        else:
+            self.counters.error += 1
+        self._publish(reply_to, request, self._frame(request, command, doc), qos=1)
+
+    # -- replies ------------------------------------------------------------------
+
+    def default_reply_topic(self, command: str) -> str:
+        """``<prefix>/<dev>/cmd/<command>/reply`` (``invalid`` for a name that is no segment)."""
+        try:
+            return self._topics.cmd_reply(command)
+        except ValueError:
+            return self._topics.cmd_reply(INVALID_NAME)
+
+    def reply_topic(self, request: Request) -> str:
+        """Where to answer ``request``; raises CommandError for a refused response topic."""
+        wanted = request.props.response_topic
+        if wanted is None:
+            return self.default_reply_topic(request.command)
+        rest = wanted.removeprefix(self._reply_root)
+        levels = rest.split("/")
+        ok = wanted.startswith(self._reply_root) and len(levels) >= 2
+        try:
+            for level in levels:
+                check_segment(level)
+        except ValueError:
+            ok = False
+        if not ok:
+            raise CommandError(
+                "response_topic",
+                f"{show(wanted)} is refused: replies are published only at least two levels "
+                f"below {self._reply_root!r}, e.g. '{self._reply_root}<command>/reply/<client-id>'",
+            )
+        return wanted
+
+    @staticmethod
+    def _frame(request: Request, command: Command | None, doc: dict[str, Any]) -> dict[str, Any]:
+        """Put ``ok``, ``command`` and the client's ``id`` first in the reply."""
+        head: dict[str, Any] = {"ok": doc.pop("ok")}
+        if request.command in COMMANDS:
+            head["command"] = request.command
+        if command is not None and command.id is not None:
+            head["id"] = command.id
+        return {**head, **doc}
+
+    def _reply_error(self, request: Request, error: CommandError, *, qos: int) -> None:
+        """Answer ``request`` with ``error`` without running it.
+
+        To its response topic when that is allowed (an MQTT 5 client may
+        listen there only), else to the default reply topic.
+        """
+        try:
+            topic = self.reply_topic(request)
+        except CommandError:
+            topic = self.default_reply_topic(request.command)
+        doc = self._frame(request, None, {"ok": False, "error": str(error), **error.details})
+        self._publish(topic, request, doc, qos=qos)
+
+    def _publish(self, topic: str, request: Request, doc: dict[str, Any], *, qos: int) -> None:
+        try:
+            self._mqtt.publish(
+                topic, encode_reply(doc), qos=qos, correlation_data=request.props.correlation_data
+            )
+        except PublishError as exc:
+            log.warning("command_reply_failed", topic=show(topic), error=str(exc))
+
+    def _refused(self, request: Request, error: CommandError) -> None:
+        """Log refusals once per interval, with how many there were (worker thread only)."""
+        self._refusals += 1
+        now = time.monotonic()
+        if now - self._last_refusal_log >= _REFUSAL_LOG_EVERY_S:
+            self._last_refusal_log = now
+            log.info(
+                "command_refused",
+                command=show(request.command),
+                error=str(error),
+                refused_since_last_log=self._refusals,
+            )
+            self._refusals = 0

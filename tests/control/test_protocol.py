@@ -1,0 +1,155 @@
+"""Request/response over MQTT: response topics, correlation data, MQTT 3.1.1, errors, busy."""
+
+from __future__ import annotations
+
+import json
+import threading
+import time
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+
+from edged.control.commands import Command
+from edged.control.router import QUEUE_SIZE, CommandRouter
+from edged.publish.mqtt import MqttClient
+from tests.control.conftest import RunningApp
+from tests.helpers.broker import RunningBroker
+from tests.helpers.commands import BASE, CommandClient
+
+pytestmark = pytest.mark.broker
+
+
+def test_reply_goes_to_the_response_topic_with_the_correlation_data(running: RunningApp) -> None:
+    """MQTT 5: the reply is published on the request's Response Topic with its Correlation Data."""
+    topic = f"{BASE}/cmd/ping/reply/client-9"
+    with running.client() as client:
+        corr = client.send("ping", response_topic=topic, correlation=b"\x00\xffopaque")
+        reply = client.wait(corr)
+    assert reply.topic == topic
+    assert reply.correlation == b"\x00\xffopaque"
+    assert reply.doc["ok"] is True
+
+
+def test_without_response_topic_the_reply_goes_to_the_default_topic(running: RunningApp) -> None:
+    """MQTT 5 without a Response Topic: reply on …/cmd/<command>/reply, correlation kept."""
+    with running.client() as client:
+        corr = client.send("ping", response_topic=None)
+        reply = client.wait(corr)
+    assert reply.topic == f"{BASE}/cmd/ping/reply"
+
+
+def test_mqtt311_client_gets_its_reply_on_the_default_topic(running: RunningApp) -> None:
+    """An MQTT 3.1.1 client (no properties) reads …/cmd/ping/reply and matches it by `id`."""
+    with running.client(v5=False) as client:
+        client.send("ping", {"id": "r-311"})
+        (reply,) = client.wait_topic(f"{BASE}/cmd/ping/reply")
+    assert reply.doc["ok"] is True
+    assert reply.doc["id"] == "r-311"
+    assert reply.correlation is None
+
+
+@pytest.mark.parametrize(
+    "response_topic",
+    [
+        "home/front-door/lock/set",  # somebody else's device
+        f"{BASE}/state",  # the device's own retained state
+        f"{BASE}/door/detections",  # forged results
+        f"{BASE}/cmd/enable",  # a command: a reply loop
+        "edged/otherdev/cmd/ping/reply",  # another device
+        f"{BASE}/cmd//reply",  # an empty level
+    ],
+)
+def test_response_topics_outside_the_reply_space_are_refused(
+    running: RunningApp, response_topic: str
+) -> None:
+    """A response topic not two levels below …/cmd/: nothing runs, nothing goes there, the
+    error reply goes to the default topic."""
+    spy = running.broker.subscriber("#")
+    with running.client() as client:
+        corr = client.send(
+            "disable", {"pipeline": "door"}, response_topic=response_topic, correlation=b"c1"
+        )
+        reply = client.wait(corr)
+    assert reply.topic == f"{BASE}/cmd/disable/reply"
+    assert reply.doc["ok"] is False
+    assert reply.doc["error"].startswith("response_topic: ")
+    assert running.app.graph.pipelines["door"].enabled
+    time.sleep(0.2)
+    # (state and detections do arrive there, from the daemon itself; a reply has "ok")
+    assert not any(m.topic == response_topic and b'"ok"' in m.payload for m in spy.messages())
+
+
+@pytest.mark.parametrize(
+    ("command", "payload", "error"),
+    [
+        ("reboot", b"{}", "command: unknown command 'reboot'"),
+        ("ping", b"not json", "payload: not valid JSON"),
+        ("ping", b"\xc3\x28", "payload: not UTF-8 text"),
+        ("ping", b"{" + b" " * 70_000 + b"}", "payload: 70002 bytes is more than the limit"),
+        ("set_threshold", b'{"pipeline":"door","threshold":"high"}', "threshold: "),
+        (
+            "enable",
+            b'{"pipeline":"garage"}',
+            "pipeline: no pipeline named 'garage' (pipelines: door)",
+        ),
+        ("snapshot", b'{"source":"mic9"}', "source: no video source named 'mic9' (video: cam0)"),
+        ("commänd", b"{}", "command: unknown command 'commänd'"),
+    ],
+)
+def test_bad_requests_get_an_error_naming_the_field(
+    running: RunningApp, command: str, payload: bytes, error: str
+) -> None:
+    """Unknown command, bad JSON, non-UTF-8, oversize, wrong type, unknown names: ok=false +
+    an error that starts with the field."""
+    with running.client() as client:
+        reply = client.wait(client.send(command, payload))
+    assert reply.doc["ok"] is False
+    assert reply.doc["error"].startswith(error), reply.doc["error"]
+
+
+# -- the bounded queue -------------------------------------------------------------------
+
+
+@pytest.fixture
+def gated_router(broker: RunningBroker) -> Iterator[tuple[CommandRouter, threading.Event]]:
+    """A router on a real MQTT session whose commands wait for an event before they finish."""
+    release = threading.Event()
+
+    def execute(command: Command) -> dict[str, Any]:
+        release.wait(10)
+        return {"name": command.NAME}
+
+    mqtt = MqttClient(broker.settings(), "testdev")
+    router = CommandRouter(mqtt, execute)
+    mqtt.start()
+    router.start()
+    assert mqtt.wait_connected(5)
+    try:
+        yield router, release
+    finally:
+        release.set()
+        router.stop()
+        mqtt.stop(timeout=1)
+
+
+def test_commands_beyond_the_queue_get_busy_and_every_request_one_reply(
+    broker: RunningBroker, gated_router: tuple[CommandRouter, threading.Event]
+) -> None:
+    """With the worker stuck, at most QUEUE_SIZE (+1 running) wait; the rest are answered busy."""
+    router, release = gated_router
+    sent = QUEUE_SIZE + 30
+    with CommandClient(broker.host, broker.port) as client:
+        time.sleep(0.3)  # the router's SUBSCRIBE is through
+        corrs = [client.send("ping") for _ in range(sent)]
+        busy = [client.wait(c) for c in corrs[QUEUE_SIZE + 1 :]]
+        assert all(r.doc["error"].startswith("command: busy") for r in busy)
+        assert all(r.topic == f"{BASE}/cmd/ping/reply/test" for r in busy)  # its response topic
+        release.set()
+        replies = [client.wait(c) for c in corrs]
+        time.sleep(0.2)
+        assert len(client.received()) == sent  # exactly one reply each
+    ok = [r for r in replies if r.doc["ok"]]
+    assert QUEUE_SIZE <= len(ok) <= QUEUE_SIZE + 1
+    assert router.counters.busy == sent - len(ok)
+    assert all(json.loads(r.payload)["ok"] in (True, False) for r in replies)
