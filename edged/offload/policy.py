@@ -1,0 +1,148 @@
+"""The offload policy (DESIGN §4): which local results are offered to the cloud, and why not.
+
+A pipeline that opted in holds an :class:`OffloadGate`. After every local
+inference it calls :meth:`OffloadGate.decide` with the result — the
+detections of the labels of interest down to the band's low edge — and gets
+back either None (the frame stays on the device; the reason is counted) or a
+function that queues the frame once the local result has been published and
+has its id. The decision reads only in-memory values (an immutable link
+snapshot, a token bucket, a byte counter): it costs microseconds, so offload
+can never slow local inference. Cropping, encoding and sending happen in the
+worker thread.
+
+Every offered frame ends up counted under exactly one reason.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Final
+
+from edged.offload.budget import DailyBytes, TokenBucket
+from edged.offload.link import LinkMonitor
+from edged.tasks import VisionResult
+from edged.types import Box, Detection, Frame
+
+if TYPE_CHECKING:
+    from edged.pipeline import Pipeline
+
+#: Every decision reason, in the order a frame meets them.
+REASONS: Final = (
+    "not_uncertain",
+    "link_down",
+    "rtt_high",
+    "metered",
+    "over_budget",
+    "queue_full",
+    "sent",
+    "failed",
+)
+
+#: Queues a frame for the cloud: ``submit(frame, local_result_id)``.
+Submit = Callable[[Frame, str], None]
+
+
+class Counters:
+    """Decision counts per pipeline and reason; thread-safe."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._counts: dict[str, dict[str, int]] = {}
+
+    def add(self, pipeline: str, reason: str) -> None:
+        with self._lock:
+            per = self._counts.setdefault(pipeline, dict.fromkeys(REASONS, 0))
+            per[reason] += 1
+
+    def snapshot(self) -> dict[str, dict[str, int]]:
+        """A copy: pipeline → reason → count."""
+        with self._lock:
+            return {name: dict(per) for name, per in self._counts.items()}
+
+    def totals(self) -> dict[str, int]:
+        """Reason → count over all pipelines."""
+        out = dict.fromkeys(REASONS, 0)
+        for per in self.snapshot().values():
+            for reason, n in per.items():
+                out[reason] += n
+        return out
+
+
+def uncertain_boxes(items: Sequence[object], band: tuple[float, float]) -> list[Box] | None:
+    """Boxes of the detections in the band when the best score lies in ``[low, high)``, else None.
+
+    ``items`` are the detections of the labels of interest (already filtered),
+    reported down to ``low``. No detection at all is not uncertain: that is
+    the local model being sure there is nothing.
+    """
+    dets = [d for d in items if isinstance(d, Detection)]
+    if not dets:
+        return None
+    low, high = band
+    best = max(d.score for d in dets)
+    if not low <= best < high:
+        return None
+    return [d.box for d in dets if d.score >= low]
+
+
+@dataclass(frozen=True, slots=True)
+class Job:
+    """One frame waiting for the cloud."""
+
+    pipeline: Pipeline
+    frame: Frame
+    boxes: tuple[Box, ...]
+    ref: str
+    labels: tuple[str, ...]
+    threshold: float
+    queued: float = field(default_factory=time.monotonic)
+
+
+class OffloadGate:
+    """The per-frame decision of one pipeline (set as ``pipeline.offload`` by the app)."""
+
+    def __init__(
+        self,
+        pipeline: Pipeline,
+        *,
+        link: LinkMonitor,
+        bucket: TokenBucket,
+        daily: DailyBytes,
+        counters: Counters,
+        enqueue: Callable[[Job], None],
+    ) -> None:
+        self._pipeline = pipeline
+        self.band = pipeline.settings.offload.band
+        #: The lowest score the gate needs to see; the pipeline runs its model down to it.
+        self.floor = self.band[0]
+        self._labels = tuple(pipeline.settings.labels)
+        self._link = link
+        self._bucket = bucket
+        self._daily = daily
+        self._counters = counters
+        self._enqueue = enqueue
+
+    def decide(self, seen: VisionResult) -> Submit | None:
+        """Count why ``seen`` stays local, or return the function that queues its frame."""
+        name = self._pipeline.name
+        boxes = uncertain_boxes(seen.items, self.band)
+        if boxes is None:
+            self._counters.add(name, "not_uncertain")
+            return None
+        refusal = self._link.current.refusal()
+        if refusal is not None:
+            self._counters.add(name, refusal)
+            return None
+        # Bytes first: a day that is spent must not also eat frame tokens.
+        if not self._daily.allows(1) or not self._bucket.take():
+            self._counters.add(name, "over_budget")
+            return None
+        threshold = self._pipeline.threshold
+
+        def submit(frame: Frame, ref: str) -> None:
+            self._enqueue(Job(self._pipeline, frame, tuple(boxes), ref, self._labels, threshold))
+
+        return submit
