@@ -1,4 +1,4 @@
-"""Command line: ``edged run | check | config schema | models … | demo``.
+"""Command line: ``edged run | check | config schema | models … | demo | cloud serve``.
 
 Exit codes follow sysexits.h where systemd cares: 78 (EX_CONFIG) for an
 invalid configuration, which the unit lists in ``RestartPreventExitStatus``
@@ -45,7 +45,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
     try:
         settings = _load(args.config)
-        catalog = load_catalog(settings.models.catalog)
+        catalog = load_catalog(settings.models.catalog, models_dir=settings.models.dir)
     except ConfigError as exc:
         _print_problems(exc.problems, header=f"{args.config}: invalid configuration")
         return EX_CONFIG
@@ -94,7 +94,7 @@ def _catalog_and_settings(args: argparse.Namespace) -> tuple[Settings, Catalog]:
         settings = settings.model_copy(
             update={"models": settings.models.model_copy(update={"dir": args.models_dir})}
         )
-    return settings, load_catalog(settings.models.catalog)
+    return settings, load_catalog(settings.models.catalog, models_dir=settings.models.dir)
 
 
 def cmd_models_list(args: argparse.Namespace) -> int:
@@ -109,16 +109,10 @@ def cmd_models_list(args: argparse.Namespace) -> int:
     return EX_OK
 
 
-def _progress(name: str, done: int, total: int) -> None:
-    if not sys.stderr.isatty():
-        return
-    pct = f"{100 * done / total:5.1f}%" if total else f"{done / 1e6:.1f} MB"
-    print(f"\r  {name}: {pct}", end="" if done < total else "\n", file=sys.stderr, flush=True)
-
-
 def cmd_models_pull(args: argparse.Namespace) -> int:
     from edged.catalog.fetch import pull
     from edged.catalog.resolve import mirror_dir
+    from edged.label.cli import DownloadBars
 
     settings, catalog = _catalog_and_settings(args)
     names = args.names or catalog.names()
@@ -127,7 +121,7 @@ def cmd_models_pull(args: argparse.Namespace) -> int:
     for name in names:
         try:
             for item in pull(
-                catalog.get(name), settings.models.dir, mirror=mirror, progress=_progress
+                catalog.get(name), settings.models.dir, mirror=mirror, progress=DownloadBars()
             ):
                 print(f"{name}: {item.name} ({item.origin})")
         except EdgedError as exc:
@@ -153,6 +147,54 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from edged.demo import run_demo
 
     return run_demo(duration_s=args.duration, workdir=args.workdir, media=args.media)
+
+
+def cmd_cloud_serve(args: argparse.Namespace) -> int:
+    try:
+        from edged.offload.server import ServeOptions, serve
+    except ModuleNotFoundError as exc:  # aiohttp comes with the 'cloud' extra
+        if exc.name != "aiohttp":
+            raise
+        print("edged: aiohttp is not installed: pip install 'edged[cloud]'", file=sys.stderr)
+        return EX_UNAVAILABLE
+    configure_logging(args.log_level or "info")
+    settings, catalog = _catalog_and_settings(args)
+    options = ServeOptions(
+        model=args.model,
+        host=args.host,
+        port=args.port,
+        token_file=args.token_file,
+        cert=args.cert,
+        key=args.key,
+        threads=args.threads,
+        max_body_mb=args.max_body_mb,
+        decoder=args.decoder,
+    )
+    serve(options, settings, catalog)
+    return EX_OK
+
+
+def _add_cloud(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None:
+    cloud = sub.add_parser("cloud", help="the reference cloud model server").add_subparsers(
+        dest="cloud_cmd", required=True
+    )
+    p = cloud.add_parser(
+        "serve", help="serve a larger model over HTTPS for hybrid offload (docs/cloud-protocol.md)"
+    )
+    p.add_argument("--config", "-c", type=Path, default=DEFAULT_CONFIG, help="for [models] dir")
+    p.add_argument("--models-dir", type=Path, default=None, help="override [models] dir")
+    p.add_argument("--model", default="yolox-nano-coco", help="catalog name or model file")
+    p.add_argument("--decoder", default="", help="decoder of a model given by path")
+    p.add_argument("--host", default="127.0.0.1", help="address to listen on")
+    p.add_argument("--port", type=int, default=8443, help="TCP port")
+    p.add_argument("--cert", type=Path, default=None, help="TLS certificate chain (PEM)")
+    p.add_argument("--key", type=Path, default=None, help="TLS private key (PEM)")
+    p.add_argument(
+        "--token-file", type=Path, default=None, help="bearer token (or credential cloud_token)"
+    )
+    p.add_argument("--threads", type=int, default=2, help="inference threads")
+    p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body, MB")
+    p.set_defaults(func=cmd_cloud_serve)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -199,6 +241,10 @@ def build_parser() -> argparse.ArgumentParser:
         if name == "pull":
             mp.add_argument("names", nargs="*", help="catalog names (default: all)")
             mp.add_argument("--mirror", type=Path, default=None, help="local mirror directory")
+    # bench | quantize | select | report: the nutrition labels (edged.label).
+    from edged.label.cli import add_commands as add_label_commands
+
+    add_label_commands(models, with_config, _catalog_and_settings)
 
     p = sub.add_parser(
         "demo", help="run on sample media with a broker of its own, printing what is published"
@@ -214,6 +260,7 @@ def build_parser() -> argparse.ArgumentParser:
         "--media", type=Path, default=None, help="sample media directory (default: EDGED_MEDIA_DIR)"
     )
     p.set_defaults(func=cmd_demo)
+    _add_cloud(sub)
     return parser
 
 

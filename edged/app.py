@@ -4,7 +4,9 @@
 before its consumer exists: outbox → MQTT session (non-blocking; results wait
 in the outbox while the broker is away) → pipelines → sources → READY.
 ``App.stop`` goes the other way: capture stops first, in-flight inferences
-finish, the outbox flushes, the session says ``stopped``.
+finish, the outbox flushes, the session says ``stopped``. The control plane
+(MQTT commands, Prometheus metrics; :mod:`edged.control`) starts once the
+graph runs and stops before it.
 """
 
 from __future__ import annotations
@@ -13,7 +15,10 @@ import os
 import signal
 import threading
 import time
+from collections import deque
 from collections.abc import Callable
+from concurrent.futures import Future
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -23,10 +28,12 @@ from edged import __version__
 from edged.audio_pipeline import AudioPipeline
 from edged.catalog.catalog import load_catalog
 from edged.check import Preflight, preflight
+from edged.control import ControlPlane
 from edged.errors import CatalogError, ConfigError, EdgedError
 from edged.graph import Graph
 from edged.log import configure_logging
 from edged.notify import Notifier, watchdog_interval_s
+from edged.offload.service import Offload
 from edged.pipeline import Pipeline
 from edged.publish.homeassistant import discovery_with_removals
 from edged.publish.mqtt import MqttClient
@@ -36,16 +43,24 @@ from edged.results import ResultPublisher
 from edged.settings import Settings, load_settings, read_secret
 from edged.tasks import VisionResult
 from edged.tasks.audio import AudioResult
+from edged.track.tracker import TrackEvent
 from edged.types import Frame
 
 log = structlog.get_logger(__name__)
 
 EX_CONFIG = 78
-#: A pipeline whose source is up but which has not finished an input for this
-#: long is stalled; the watchdog is then no longer pinged (DESIGN §6).
-STALL_S = 30.0
 
 Loader = Callable[[], Settings]
+
+
+@dataclass(frozen=True, slots=True)
+class ReloadOutcome:
+    """What a reload did: whether the new graph runs, else every problem that stopped it."""
+
+    applied: bool
+    problems: tuple[str, ...] = ()
+    #: Changed sections that keep their old values until a restart.
+    restart_needed: tuple[str, ...] = ()
 
 
 class App:
@@ -59,16 +74,23 @@ class App:
         self.started_mono = time.monotonic()
         self._stop = threading.Event()
         self._wake = threading.Event()
-        self._reload_wanted = False
+        self._reloads: deque[Future[ReloadOutcome]] = deque()  # deque: no lock in signal handlers
         self._lock = threading.RLock()  # guards graph swaps against commands and housekeeping
+        # Held while a result is handed over and while a command flips a
+        # pipeline's ``enabled``: once a ``disable`` is answered, no result follows.
+        self.emit_lock = threading.Lock()
         password = read_secret(settings.mqtt.password_file, "mqtt_password")
         self.mqtt = MqttClient(settings.mqtt, settings.device_id, password=password)
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox.from_settings(settings.outbox)
         self.results = ResultPublisher(settings, self.mqtt, self.outbox)
-        self.graph = Graph.build(settings, checked, self._emit, self._emit_audio)
+        self.graph = Graph.build(settings, checked, self._emit, self._emit_audio, self._emit_events)
+        # Hybrid offload (DESIGN §4): a gate on each opted-in pipeline, link probe, worker.
+        self.offload = Offload(settings, self.results, self.emit_lock)
+        self.offload.attach(self.graph)
         self._house = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
         self._last_state = b""
+        self.control = ControlPlane(self)
 
     # -- start -----------------------------------------------------------
     def start(self) -> None:
@@ -78,7 +100,9 @@ class App:
         self.outbox.start(self.mqtt)
         self.mqtt.start()
         self._register_models()
+        self.offload.start()
         self.graph.start()
+        self.control.start()
         self._house.start()
         self.publish_state(force=True)
         self.notifier.ready(f"{len(self.graph.pipelines)} pipelines running")
@@ -87,6 +111,8 @@ class App:
     def _register_models(self) -> None:
         for name, (resolved, model) in self.graph.models.items():
             self.results.register_model(name, resolved, model.runtime)
+        # Start and every reload: each loaded model's label, retained (DESIGN §5).
+        self.results.publish_labels(self.settings.models.dir)
 
     def _on_connect(self) -> None:
         # A new session: retained state and discovery may be stale or missing.
@@ -98,13 +124,22 @@ class App:
             for message in discovery_with_removals(self.settings, self.mqtt.topics):
                 self.mqtt.send(message)
 
-    def _emit(self, pipeline: Pipeline, frame: Frame, result: VisionResult) -> None:
-        self.results.publish_result(pipeline.name, frame, result)
+    def _emit(self, pipeline: Pipeline, frame: Frame, result: VisionResult) -> str | None:
+        with self.emit_lock:
+            if pipeline.enabled:
+                return self.results.publish_result(pipeline.name, frame, result)
+            return None
+
+    def _emit_events(self, pipeline: Pipeline, frame: Frame, events: list[TrackEvent]) -> None:
+        self.results.publish_events(pipeline.name, frame, events)
 
     def _emit_audio(
         self, pipeline: AudioPipeline, start: float, duration: float, result: AudioResult
     ) -> None:
-        self.results.publish_audio(pipeline.name, pipeline.settings.source, start, duration, result)
+        with self.emit_lock:
+            if pipeline.enabled:
+                source = pipeline.settings.source
+                self.results.publish_audio(pipeline.name, source, start, duration, result)
 
     # -- state -----------------------------------------------------------
     def state_payload(self) -> State:
@@ -142,6 +177,7 @@ class App:
             pipelines=pipelines,
             sources=sources,
             models=self.results.model_summary(),
+            link=self.offload.link_state(),
         )
 
     def publish_state(self, *, force: bool = False) -> None:
@@ -157,14 +193,19 @@ class App:
             self.results.publish_state(state)
 
     def _progressing(self) -> bool:
-        """False when a pipeline whose source is up has made no progress for STALL_S."""
+        """False when a pipeline whose source is up has made no progress for a while.
+
+        "A while" is ``watchdog_stall_s``; the watchdog is then no longer
+        pinged, and systemd restarts the daemon (DESIGN §6).
+        """
         now = time.monotonic()
+        stall_s = self.settings.watchdog_stall_s
         with self._lock:
             views = self.graph.sources()
             return not any(
                 p.enabled
                 and views[p.settings.source].state == "up"
-                and now - p.last_progress > STALL_S
+                and now - p.last_progress > stall_s
                 for p in self.graph.pipelines.values()
             )
 
@@ -189,12 +230,24 @@ class App:
         self._stop.set()
         self._wake.set()
 
-    def request_reload(self) -> None:
-        """Ask the main loop to reload the configuration (SIGHUP)."""
-        self._reload_wanted = True
-        self._wake.set()
+    def request_reload(self) -> Future[ReloadOutcome]:
+        """Ask the main loop to reload the configuration (SIGHUP, the ``reload`` command).
 
-    def reload(self, load: Loader) -> bool:
+        Takes no lock, so a signal handler may call it. The future resolves
+        once the main loop has tried; requests made meanwhile share one reload.
+        """
+        done: Future[ReloadOutcome] = Future()
+        self._reloads.append(done)
+        self._wake.set()
+        return done
+
+    def _take_reloads(self) -> list[Future[ReloadOutcome]]:
+        taken = []
+        while self._reloads:
+            taken.append(self._reloads.popleft())
+        return taken
+
+    def reload(self, load: Loader) -> ReloadOutcome:
         """Re-read the configuration and swap in a new graph; keep the old one on any problem.
 
         The MQTT session and the outbox are kept (their settings need a
@@ -202,29 +255,25 @@ class App:
         """
         try:
             new = load()
-            catalog = load_catalog(new.models.catalog)
-        except (ConfigError, CatalogError) as exc:
-            log.error("reload_refused", problems=str(exc))
-            return False
-        if (
-            new.mqtt != self.settings.mqtt
-            or new.outbox != self.settings.outbox
-            or new.device_id != self.settings.device_id
-        ):
-            log.warning(
-                "reload_partial", reason="mqtt, outbox and device_id changes need a restart"
-            )
+            catalog = load_catalog(new.models.catalog, models_dir=new.models.dir)
+        except ConfigError as exc:
+            return _refused([f"{k}: {m}" for k, m in exc.problems])
+        except CatalogError as exc:
+            return _refused([f"models.catalog: {exc}"])
+        keep = ("device_id", "mqtt", "outbox", "metrics", "offload")
+        restart = tuple(k for k in keep if getattr(new, k) != getattr(self.settings, k))
+        if restart:
+            log.warning("reload_partial", restart_needed=restart)
         checked = preflight(new, catalog, connect_broker=False)
         if checked.problems:
             checked.close()
-            log.error("reload_refused", problems=[f"{k}: {m}" for k, m in checked.problems])
-            return False
+            return _refused([f"{k}: {m}" for k, m in checked.problems])
         try:
-            graph = Graph.build(new, checked, self._emit, self._emit_audio)
+            graph = Graph.build(new, checked, self._emit, self._emit_audio, self._emit_events)
         except EdgedError as exc:
             checked.close()
-            log.error("reload_refused", problems=str(exc))
-            return False
+            return _refused([str(exc)])
+        self.offload.attach(graph)
         with self._lock:
             old = self.graph
             old.stop(time.monotonic() + 5.0)
@@ -238,7 +287,7 @@ class App:
             graph.start()
         self.publish_state(force=True)
         log.info("reloaded", pipelines=list(graph.pipelines))
-        return True
+        return ReloadOutcome(applied=True, restart_needed=restart)
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stop or reload was requested (or ``timeout``); True if stopping."""
@@ -249,17 +298,27 @@ class App:
     def run_until_stopped(self, load: Loader) -> None:
         """Main loop: handle reloads until a stop is requested."""
         while not self.wait():
-            if self._reload_wanted:
-                self._reload_wanted = False
-                self.reload(load)
+            if waiting := self._take_reloads():
+                outcome = ReloadOutcome(
+                    False, ("reload failed unexpectedly; see the daemon's log",)
+                )
+                try:
+                    outcome = self.reload(load)
+                finally:
+                    for done in waiting:
+                        done.set_result(outcome)
 
     def stop(self, timeout: float = 8.0) -> None:
         """Stop capture, finish in-flight work, flush, publish ``stopped``."""
         deadline = time.monotonic() + timeout
         self._stop.set()
         self.notifier.stopping()
+        for done in self._take_reloads():
+            done.set_result(ReloadOutcome(False, ("the daemon is stopping",)))
+        self.control.stop()
         with self._lock:
             self.graph.stop(deadline)
+        self.offload.stop()
         self.publish_state(force=True)
         # Give the forwarder what is left of the budget to get results out,
         # keeping ~1.5 s for the 'stopped' handshake.
@@ -267,6 +326,11 @@ class App:
         self.mqtt.stop(timeout=max(0.5, deadline - time.monotonic()))
         self.graph.close_models()
         log.info("stopped")
+
+
+def _refused(problems: list[str]) -> ReloadOutcome:
+    log.error("reload_refused", problems=problems)
+    return ReloadOutcome(applied=False, problems=tuple(problems))
 
 
 def _install_signals(app: App) -> None:
@@ -291,9 +355,9 @@ def run_daemon(config: Path) -> int:
             "invalid_config", config=str(config), problems=[f"{k}: {m}" for k, m in exc.problems]
         )
         return EX_CONFIG
-    configure_logging(settings.log_level)
+    configure_logging(settings.log_level, cache=True)
     try:
-        catalog = load_catalog(settings.models.catalog)
+        catalog = load_catalog(settings.models.catalog, models_dir=settings.models.dir)
     except CatalogError as exc:
         log.error("invalid_config", config=str(config), problems=[f"models.catalog: {exc}"])
         return EX_CONFIG

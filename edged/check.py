@@ -9,6 +9,7 @@ whole list at once.
 from __future__ import annotations
 
 import glob
+import importlib.util
 import socket
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -109,6 +110,31 @@ def _check_secrets(settings: Settings, out: Preflight) -> None:
         out.problems.append(("mqtt.ca_file", f"CA file {settings.mqtt.ca_file} not found"))
 
 
+def _check_metrics(settings: Settings, out: Preflight) -> None:
+    # Found here rather than when the endpoint starts: `edged check` should
+    # say so, and `edged run` should refuse with exit 78, not run unobserved.
+    if settings.metrics.enabled and importlib.util.find_spec("prometheus_client") is None:
+        out.problems.append(
+            (
+                "metrics.enabled",
+                "prometheus-client is not installed: pip install 'edged[metrics]', "
+                "or set enabled = false",
+            )
+        )
+
+
+def _check_offload(settings: Settings, out: Preflight) -> None:
+    off = settings.offload
+    if off.url and off.ca_file is not None and not off.ca_file.is_file():
+        out.problems.append(("offload.ca_file", f"CA file {off.ca_file} not found"))
+    if not off.url:
+        out.warnings += [
+            (f"pipelines[{i}].offload.enabled", "has no effect while [offload] url is empty")
+            for i, p in enumerate(settings.pipelines)
+            if p.offload.enabled
+        ]
+
+
 def preflight(settings: Settings, catalog: Catalog, *, connect_broker: bool) -> Preflight:
     """Check sources, secrets, models (files, sha256, tensors vs decoder) and the broker.
 
@@ -119,6 +145,8 @@ def preflight(settings: Settings, catalog: Catalog, *, connect_broker: bool) -> 
     out = Preflight()
     _check_sources(settings, out)
     _check_secrets(settings, out)
+    _check_metrics(settings, out)
+    _check_offload(settings, out)
     for i, p in enumerate(settings.pipelines):
         _check_pipeline(i, p, settings, catalog, out)
     _check_broker(settings, out, connect=connect_broker)

@@ -24,13 +24,18 @@ _LEVELS = {
 
 
 def configure_logging(
-    level: str = "info", *, json: bool | None = None, stream: TextIO | None = None
+    level: str = "info",
+    *,
+    json: bool | None = None,
+    stream: TextIO | None = None,
+    cache: bool = False,
 ) -> None:
     """Configure structlog for the process.
 
-    ``json=None`` picks JSON unless ``stream`` is a TTY. Loggers are cached on
-    first use (structlog's performance advice), so call this before any stage
-    logs; calling it again reconfigures and resets the cache.
+    ``json=None`` picks JSON unless ``stream`` is a TTY. ``cache=True`` caches
+    loggers on first use (structlog's performance advice) and is what the
+    daemon uses; short-lived commands leave it off, because a cached logger
+    ignores later reconfiguration (tests' ``capture_logs()`` included).
     """
     out = stream if stream is not None else sys.stderr
     use_json = not out.isatty() if json is None else json
@@ -50,5 +55,5 @@ def configure_logging(
         processors=[*shared, renderer],
         wrapper_class=structlog.make_filtering_bound_logger(_LEVELS[level]),
         logger_factory=structlog.PrintLoggerFactory(out),
-        cache_logger_on_first_use=True,
+        cache_logger_on_first_use=cache,
     )

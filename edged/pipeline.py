@@ -13,6 +13,7 @@ import time
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import structlog
 
@@ -24,10 +25,14 @@ from edged.tasks import VisionResult, VisionTask
 from edged.track.tracker import Tracker, TrackEvent
 from edged.types import Detection, Frame
 
+if TYPE_CHECKING:
+    from edged.offload.policy import OffloadGate
+
 log = structlog.get_logger(__name__)
 
-#: Called with every result the policy lets through.
-Emit = Callable[["Pipeline", Frame, VisionResult], None]
+#: Called with every result the policy lets through; returns the published result's id
+#: (None when it was not published, e.g. the pipeline was just disabled).
+Emit = Callable[["Pipeline", Frame, VisionResult], str | None]
 #: Called with the tracker's events (new / update / end) of one frame.
 EmitEvents = Callable[["Pipeline", Frame, list[TrackEvent]], None]
 
@@ -49,6 +54,12 @@ class PipelineStats:
     infer_p95_ms: float
     latency_p50_ms: float
     latency_p95_ms: float
+
+
+def _at_least(result: VisionResult, threshold: float) -> VisionResult:
+    """``result`` without the detections scored below ``threshold``."""
+    items = tuple(d for d in result.items if isinstance(d, Detection) and d.score >= threshold)
+    return VisionResult(result.kind, items, result.timing)
 
 
 def _pct(values: list[float], q: float) -> float:
@@ -101,6 +112,8 @@ class Pipeline:
         self.reason = ""
         self.last_progress = time.monotonic()
         self.finished = threading.Event()
+        #: Hybrid offload's gate (DESIGN §4), set by the app when this pipeline opted in.
+        self.offload: OffloadGate | None = None
 
     def start(self) -> None:
         self._thread.start()
@@ -147,12 +160,18 @@ class Pipeline:
             if self._gate is not None and not self._gate.should_run(frame):
                 continue
             started = time.monotonic()
+            # Offload: the model reports down to the band's low edge, so the
+            # policy sees uncertain scores; publishing still uses the threshold.
+            floor = (
+                self.threshold if self.offload is None else min(self.threshold, self.offload.floor)
+            )
             try:
-                result = self._filter(self.task(frame, self.threshold))
+                seen = self._filter(self.task(frame, floor))
             except Exception:  # a bad frame must not kill the pipeline thread
                 self.errors += 1
                 log.exception("inference_failed", frame=frame.id)
                 continue
+            result = seen if floor >= self.threshold else _at_least(seen, self.threshold)
             done = time.monotonic()
             frame_seen = frame
             self.processed += 1
@@ -161,9 +180,14 @@ class Pipeline:
             self._infer_ms.append(result.timing.infer)
             self._latency_ms.append((done - frame.mono) * 1e3)
             changed = self._track(frame, result)
-            if self._policy.should_publish(result.items, done, changed=changed):
-                self._emit(self, frame, result)
+            submit = self.offload.decide(seen) if self.offload is not None else None
+            if self._policy.should_publish(result.items, done, changed=changed) or submit:
+                local_id = self._emit(self, frame, result)
                 self.published += 1
+                # An offloaded frame's result is published even when the policy
+                # would skip it: the verdict's ref must name a delivered result.
+                if submit is not None and local_id is not None:
+                    submit(frame, local_id)
             # Cap the inference rate; frames arriving meanwhile replace each
             # other in the slot, so the next one taken is the freshest.
             delay = started + period - time.monotonic()

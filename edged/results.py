@@ -16,12 +16,15 @@ import os
 import resource
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
 import structlog
 
 from edged.catalog.resolve import ResolvedModel
+from edged.errors import EdgedError
+from edged.label.nutrition import published_label
 from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import (
     DetectionResult,
@@ -89,7 +92,10 @@ class ResultPublisher:
         self._models: dict[str, ResolvedModel] = {}
         self._refs: dict[str, ModelRef] = {}
         self._runtimes: dict[str, str] = {}
+        self._labelled: set[str] = set()  # models whose label is retained on the broker
         self._cpu_mark: tuple[float, float] = (0.0, time.monotonic())
+        #: Extra top-level sections of ``stats`` (e.g. ``offload``), each built by its owner.
+        self.stats_sections: dict[str, Callable[[], dict[str, Any]]] = {}
 
     def register_model(self, pipeline: str, resolved: ResolvedModel, runtime: str) -> None:
         """Remember which model a pipeline runs (for payloads and ``state``)."""
@@ -97,8 +103,8 @@ class ResultPublisher:
         self._refs[pipeline] = ModelRef(name=resolved.name, sha256=resolved.sha256)
         self._runtimes[resolved.name] = runtime
 
-    def publish_result(self, pipeline: str, frame: Frame, result: VisionResult) -> None:
-        """Build the payload of one vision result and hand it to the sink."""
+    def publish_result(self, pipeline: str, frame: Frame, result: VisionResult) -> str:
+        """Build the payload of one vision result and hand it to the sink; returns its ``id``."""
         t = result.timing
         timing = Timing(pre=t.pre, infer=t.infer, post=t.post)
         common: dict[str, Any] = {
@@ -116,6 +122,7 @@ class ResultPublisher:
                 detections=[d for d in result.items if isinstance(d, Detection)], **common
             )
         self.sink.accept(ResultEnvelope.of(self.topics, payload))
+        return payload.id
 
     def publish_events(self, pipeline: str, frame: Frame, events: list[TrackEvent]) -> None:
         """Publish tracker events (``new`` / ``update`` / ``end``) on ``…/<pipeline>/events``."""
@@ -156,6 +163,27 @@ class ResultPublisher:
             classes=result.classes,
         )
         self.sink.accept(ResultEnvelope.of(self.topics, payload))
+
+    def publish_labels(self, models_dir: Path) -> None:
+        """Publish each registered model's nutrition label, retained (DESIGN §2, §5).
+
+        Called at start and after a reload. The stored label (``edged models
+        bench``) is published when it is for this very file, else the static
+        part with ``measured: false``. A model no longer loaded gets an empty
+        retained message, which deletes its label from the broker, so a
+        subscriber never reads a label for a model this device stopped running.
+        """
+        current: dict[str, ResolvedModel] = {r.name: r for r in self._models.values()}
+        for name in sorted(self._labelled - current.keys()):
+            self._mqtt.send(Message(self.topics.label(name), b"", qos=1, retain=True))
+        for name, resolved in sorted(current.items()):
+            try:
+                payload = published_label(resolved, self._runtimes[name], models_dir)
+            except (EdgedError, OSError) as exc:  # a label must never stop the daemon
+                log.warning("label_not_published", model=name, error=str(exc))
+                continue
+            self._mqtt.send(Message(self.topics.label(name), payload, qos=1, retain=True))
+        self._labelled = set(current)
 
     def clear_models(self) -> None:
         """Forget registered models (before a reload registers the new graph's)."""
@@ -208,6 +236,8 @@ class ResultPublisher:
         }
         if outbox is not None:
             doc["outbox"] = vars_of(outbox.stats())
+        for key, section in self.stats_sections.items():
+            doc[key] = section()
         return doc
 
 

@@ -148,7 +148,10 @@ class PipelineOffloadSettings(_Section):
 
     enabled: bool = Field(False, description="Offload uncertain results of this pipeline.")
     band: tuple[float, float] = Field(
-        (0.35, 0.6), description="Uncertainty band [low, high) of the best score."
+        (0.35, 0.6),
+        description="Uncertainty band [low, high) of the best score of the labels of interest; "
+        "while offload is on, the model reports scores down to 'low' (even below 'threshold') "
+        "so that the policy can see them.",
     )
 
     @model_validator(mode="after")
@@ -201,18 +204,95 @@ class PipelineSettings(_Section):
     def _name_ok(cls, v: str) -> str:
         return check_segment(v)
 
+    @model_validator(mode="after")
+    def _offload_task_ok(self) -> PipelineSettings:
+        # Audio is never sent off the device, and the cloud protocol carries
+        # detections only: refuse rather than silently not offloading.
+        if self.offload.enabled and self.task != "detection":
+            raise ValueError(
+                f"offload.enabled: offload is implemented for detection pipelines only, "
+                f"not {self.task!r}; set offload.enabled = false for this pipeline"
+            )
+        return self
+
 
 class OffloadSettings(_Section):
     """The cloud model endpoint and the budget for using it."""
 
-    url: str = Field("", description="https:// URL of the cloud model; empty disables offload.")
+    url: str = Field(
+        "",
+        description="Base https:// URL of the cloud model server (it serves /health and "
+        "/v1/detect, see docs/cloud-protocol.md); empty disables offload.",
+    )
     token_file: OptPath = Field(None, description="Bearer token file (credential 'offload_token').")
-    ca_file: OptPath = Field(None, description="CA bundle to verify the endpoint.")
+    ca_file: OptPath = Field(
+        None, description="CA bundle to verify the endpoint; system CAs if unset (never off)."
+    )
     max_rtt_ms: float = Field(300, gt=0, description="Link counts as degraded above this RTT, ms.")
-    frames_per_minute: float = Field(6, ge=0, description="Budget: frames sent per minute.")
-    mb_per_day: float = Field(50, ge=0, description="Budget: megabytes sent per day.")
+    frames_per_minute: float = Field(
+        6, ge=0, description="Budget: frames sent per minute (a token bucket holding one minute)."
+    )
+    mb_per_day: float = Field(
+        50,
+        ge=0,
+        description="Budget: request bytes sent per UTC day, MB (10^6 bytes); kept in "
+        "state_dir across restarts.",
+    )
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of sent frames.")
     max_side: int = Field(640, ge=32, description="Longest side of sent frames, px.")
+    crop: bool = Field(
+        True, description="Send the union of the uncertain boxes (plus crop_margin), not the frame."
+    )
+    crop_margin: float = Field(
+        0.15, ge=0, le=2, description="Margin around the crop on each side, fraction of its size."
+    )
+    probe_interval_s: float = Field(
+        30.0, gt=0, description="Period of the link probe (GET <url>/health), s."
+    )
+    metered: bool = Field(False, description="The link is metered: send nothing while true.")
+    metered_file: OptPath = Field(
+        None,
+        description="While this file exists the link counts as metered (e.g. created by a "
+        "network dispatcher script on LTE); checked every second.",
+    )
+    connect_timeout_s: float = Field(
+        3.0, gt=0, description="Timeout of a TCP connect plus TLS handshake, s."
+    )
+    read_timeout_s: float = Field(
+        10.0, gt=0, description="Longest wait for any one read of a response, s."
+    )
+    max_age_s: float = Field(
+        15.0,
+        gt=0,
+        description="A frame not answered this long after it was queued is given up; "
+        "retries happen only before that, s.",
+    )
+    queue_size: int = Field(
+        4, ge=1, le=64, description="Frames waiting to be sent; the oldest is dropped when full."
+    )
+    max_response_kib: int = Field(
+        1024, ge=4, description="Largest response accepted, KiB; a longer one is aborted."
+    )
+
+    @field_validator("url")
+    @classmethod
+    def _https_only(cls, v: str) -> str:
+        # Frames leave the device only encrypted and to a verified server.
+        if v and (not v.startswith("https://") or len(v) <= len("https://")):
+            raise ValueError(f"{v!r} is not an https:// URL (plain http is refused)")
+        return v.rstrip("/")
+
+
+class MetricsSettings(_Section):
+    """Prometheus endpoint (needs the 'metrics' extra: prometheus-client)."""
+
+    enabled: bool = Field(False, description="Serve Prometheus metrics over HTTP.")
+    host: str = Field(
+        "127.0.0.1",
+        description="Address to listen on; loopback by default (metrics reveal what the "
+        "device sees and are served without authentication).",
+    )
+    port: int = Field(9108, ge=1, le=65535, description="TCP port of the /metrics endpoint.")
 
 
 class Settings(BaseSettings):
@@ -233,12 +313,21 @@ class Settings(BaseSettings):
         "info", description="Log level."
     )
     stats_interval_s: float = Field(10.0, gt=0, description="Period of the stats message, s.")
+    watchdog_stall_s: float = Field(
+        30.0,
+        gt=0,
+        description="A pipeline whose source is up but that finished no input for this long is "
+        "stalled: the systemd watchdog is no longer pinged, so systemd restarts the daemon "
+        "(the unit's WatchdogSec must be longer). Keep it above the longest gap between "
+        "inputs (1/fps, 1/max_fps), s.",
+    )
     mqtt: MqttSettings = Field(default_factory=MqttSettings)
     outbox: OutboxSettings = Field(default_factory=OutboxSettings)
     models: ModelsSettings = Field(default_factory=ModelsSettings)
     sources: list[SourceSettings] = Field(default_factory=list)
     pipelines: list[PipelineSettings] = Field(default_factory=list)
     offload: OffloadSettings = Field(default_factory=OffloadSettings)
+    metrics: MetricsSettings = Field(default_factory=MetricsSettings)
 
     @classmethod
     def settings_customise_sources(

@@ -260,7 +260,14 @@ class Forwarder:
         if n:
             self._send([self._buffer.popleft() for _ in range(n)])
         else:
-            self._sleep(min(self._poll_s, self._bucket.wait_s()) if room > 0 else self._poll_s)
+            # Only an empty token bucket is worth a short sleep; with nothing
+            # buffered, wait_s() is 0 and sleeping on it would spin the thread
+            # (and the GIL) while idle.
+            self._sleep(
+                min(self._poll_s, self._bucket.wait_s())
+                if room > 0 and self._buffer
+                else self._poll_s
+            )
         return True
 
     def _reset(self) -> None:
