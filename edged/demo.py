@@ -45,7 +45,9 @@ DEMO_PHOTOS: dict[str, str] = {
     "coffee.png": "cc02f8ca188b167c775a7101b5d767d1e71792cf762c33d6fa15a4599b5a8de7",
     "rocket.jpg": "c2dd0de7c538df8d111e479619b129464d0269d0ae5fd18ca91d33a7fdfea95c",
 }
-DEMO_MODELS = ("ssd-mobilenet-v1-coco-int8", "yolox-nano-coco")
+#: Public-domain speech (J. F. Kennedy's 1961 inaugural address, a US-government work).
+DEMO_SOUND = ("speech_jfk.wav", "59dfb9a4acb36fe2a2affc14bacbee2920ff435cb13cc314a08c13f66ba7860e")
+DEMO_MODELS = ("ssd-mobilenet-v1-coco-int8", "yolox-nano-coco", "movenet-lightning-int8", "yamnet")
 
 
 def _first_dir(*candidates: Path | None) -> Path | None:
@@ -83,6 +85,13 @@ def stage_photos(media: Path, dest: Path) -> Path:
         link = dest / name
         if not link.exists():
             link.symlink_to((media / name).resolve())
+    name, sha = DEMO_SOUND
+    sound = dest / name
+    problem = verify(Artifact(name=name, sha256=sha, size=1), media / name)
+    if problem:
+        raise EdgedError(f"demo sound: {problem}")
+    if not sound.exists():
+        sound.symlink_to((media / name).resolve())
     return dest
 
 
@@ -98,7 +107,8 @@ def demo_settings(workdir: Path, photos: Path, host: str, port: int) -> Settings
             "outbox": {"path": str(workdir / "state" / "outbox.sqlite3")},
             "models": {"dir": str(workdir / "models")},
             "sources": [
-                {"name": "photos", "kind": "images", "uri": str(photos), "fps": 1, "loop": True}
+                {"name": "photos", "kind": "images", "uri": str(photos), "fps": 1, "loop": True},
+                {"name": "speech", "kind": "wav", "uri": str(photos / DEMO_SOUND[0]), "loop": True},
             ],
             "pipelines": [
                 {
@@ -119,9 +129,68 @@ def demo_settings(workdir: Path, photos: Path, host: str, port: int) -> Settings
                     "max_fps": 1,
                     "threshold": 0.4,
                 },
+                {
+                    "name": "body",
+                    "source": "photos",
+                    "task": "pose",
+                    "model": DEMO_MODELS[2],
+                    "publish": "all",
+                    "max_fps": 1,
+                    "threshold": 0.3,
+                },
+                {
+                    "name": "sound",
+                    "source": "speech",
+                    "task": "audio",
+                    "model": DEMO_MODELS[3],
+                    "publish": "changes",
+                    "threshold": 0.3,
+                    "top_k": 3,
+                },
             ],
         },
     )
+
+
+def _detections(doc: dict[str, Any]) -> str:
+    found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in doc["detections"]) or "nothing"
+    return (
+        f"seq={doc['seq']} frame={doc['frame']['id']} {found} ({doc['timing_ms']['infer']:.1f} ms)"
+    )
+
+
+def _poses(doc: dict[str, Any]) -> str:
+    people = [
+        f"person {p['score']:.2f} ({sum(k['score'] > 0.3 for k in p['keypoints'])}/17 keypoints)"
+        for p in doc["poses"]
+    ]
+    return f"seq={doc['seq']} frame={doc['frame']['id']} {', '.join(people) or 'nobody'}"
+
+
+def _classes(doc: dict[str, Any]) -> str:
+    heard = ", ".join(f"{c['label']} {c['score']:.2f}" for c in doc["classes"]) or "silence"
+    return f"seq={doc['seq']} window {doc['window']['start'][11:23]} {heard}"
+
+
+def _stats(doc: dict[str, Any]) -> str:
+    rates = ", ".join(
+        f"{k} {v.get('fps', v.get('windows_per_s', 0))}/s" for k, v in doc["pipelines"].items()
+    )
+    return f"{rates}; cpu {doc['cpu_percent']}%, rss {doc['rss_mb']} MB"
+
+
+def _state(doc: dict[str, Any]) -> str:
+    return "pipelines: " + ", ".join(f"{k}={v.get('status')}" for k, v in doc["pipelines"].items())
+
+
+#: A payload key that identifies the message kind → how to print it (first match wins).
+_FORMATS = (
+    ("detections", _detections),
+    ("poses", _poses),
+    ("classes", _classes),
+    ("cpu_percent", _stats),
+    ("pipelines", _state),
+)
 
 
 def _summary(payload: bytes) -> str:
@@ -129,19 +198,10 @@ def _summary(payload: bytes) -> str:
         doc: Any = json.loads(payload)
     except ValueError:
         return payload.decode(errors="replace")
-    if isinstance(doc, dict) and "detections" in doc:
-        found = ", ".join(f"{d['label']} {d['score']:.2f}" for d in doc["detections"]) or "nothing"
-        infer_ms = doc["timing_ms"]["infer"]
-        return f"seq={doc['seq']} frame={doc['frame']['id']} {found} ({infer_ms:.1f} ms)"
-    if isinstance(doc, dict) and "cpu_percent" in doc:
-        rates = ", ".join(
-            f"{k} {v.get('fps', v.get('windows_per_s', 0))}/s" for k, v in doc["pipelines"].items()
-        )
-        return f"{rates}; cpu {doc['cpu_percent']}%, rss {doc['rss_mb']} MB"
-    if isinstance(doc, dict) and "pipelines" in doc:
-        return "pipelines: " + ", ".join(
-            f"{k}={v.get('status')}" for k, v in doc["pipelines"].items()
-        )
+    if isinstance(doc, dict):
+        for key, fmt in _FORMATS:
+            if key in doc:
+                return fmt(doc)
     return json.dumps(doc)[:160]
 
 
