@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
+import structlog
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
@@ -46,3 +47,14 @@ def models_dir(model_mirror: Path, tmp_path_factory: pytest.TempPathFactory) -> 
     for name in catalog.names():
         pull(catalog.get(name), dest, mirror=model_mirror)
     return dest
+
+
+@pytest.fixture(autouse=True)
+def _fresh_logging() -> object:
+    """Undo any ``configure_logging`` a test triggered (e.g. through ``edged.__main__.main``).
+
+    Its level filter would otherwise hide info events from later tests'
+    ``capture_logs()``, which swaps processors but keeps the wrapper class.
+    """
+    yield
+    structlog.reset_defaults()
