@@ -6,8 +6,9 @@ fans every frame out to each subscriber's :class:`LatestSlot` (DESIGN §1).
 
 from __future__ import annotations
 
-from edged.capture.base import SourceState, SourceStatus, VideoSource
+from edged.capture.base import SourceStatus, VideoSource
 from edged.capture.factory import open_video_source
+from edged.capture.lifecycle import SourceState
 from edged.capture.slot import LatestSlot
 
 __all__ = ["LatestSlot", "SourceState", "SourceStatus", "VideoSource", "open_video_source"]

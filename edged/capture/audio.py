@@ -20,7 +20,6 @@ source has a clock:
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -31,8 +30,9 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from edged.capture.base import SourceState, display_uri
+from edged.capture.base import display_uri
 from edged.capture.chunks import ChunkQueue
+from edged.capture.lifecycle import SourceLifecycle, SourceState
 from edged.errors import SourceError
 from edged.preprocess.audio import downmix
 from edged.settings import SourceSettings
@@ -70,7 +70,7 @@ class AudioSourceStatus:
     since: float
 
 
-class AudioSource(ABC):
+class AudioSource(SourceLifecycle, ABC):
     """Base class of every audio source: capture thread, fan-out, reconnect.
 
     ``finite`` sources (files) have a real end: they start over when
@@ -300,33 +300,9 @@ class AudioSource(ABC):
                 self._reconnects += 1
         self._set_state("up", "", rate=self._rate)
 
-    def _backoff(self) -> float:
-        """Next reopen delay: exponential from ``reconnect_min_s``, capped, with -25 % jitter."""
-        base = self.settings.reconnect_min_s * 2.0 ** min(self._failures, 30)
-        self._failures += 1
-        capped = min(base, self.settings.reconnect_max_s)
-        return capped * (1.0 - 0.25 * random.random())  # noqa: S311 - jitter, not crypto
-
-    def _set_state(self, state: SourceState, reason: str, **extra: object) -> None:
-        """Record a state change and log it once (not again while it stays the same)."""
-        with self._lock:
-            if (state, reason) == (self._state, self._reason):
-                return
-            self._state, self._reason, self._since = state, reason, time.time()
-        if state == "down":
-            self._log.warning("source down", reason=reason, **extra)
-        else:
-            self._log.info(f"source {state}", **({"reason": reason} if reason else {}), **extra)
-
     def _close_queues(self) -> None:
         with self._queues_lock:
             self._queues_closed = True
             queues = self._queues
         for queue in queues:
             queue.close()
-
-    def _close_quietly(self) -> None:
-        try:
-            self._close()
-        except Exception as exc:  # noqa: BLE001 - a failing release must not mask the cause
-            self._log.debug("error while closing the device", error=repr(exc))

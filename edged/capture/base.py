@@ -10,7 +10,6 @@ Subclasses only say how to open, read and close their device.
 
 from __future__ import annotations
 
-import random
 import threading
 import time
 from abc import ABC, abstractmethod
@@ -23,12 +22,11 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from edged.capture.lifecycle import SourceLifecycle, SourceState
 from edged.capture.slot import LatestSlot
 from edged.errors import SourceError
 from edged.settings import SourceSettings
 from edged.types import Frame
-
-SourceState = Literal["starting", "up", "down", "ended", "stopped"]
 
 #: Window over which :attr:`SourceStatus.fps` is measured, seconds.
 FPS_WINDOW_S = 5.0
@@ -74,7 +72,7 @@ class SourceStatus:
     since: float
 
 
-class VideoSource(ABC):
+class VideoSource(SourceLifecycle, ABC):
     """Base class of every video source: capture thread, fan-out, reconnect, rate cap.
 
     ``finite`` sources (files, image folders) have a real end: at the end they
@@ -319,37 +317,9 @@ class VideoSource(ABC):
         w, h = self._size
         self._set_state("up", "", width=w, height=h)
 
-    def _backoff(self) -> float:
-        """Next reopen delay: exponential from ``reconnect_min_s``, capped, with jitter.
-
-        Jitter (up to -25 %) keeps a fleet that lost its NVR at the same
-        moment from reconnecting in lockstep.
-        """
-        base = self.settings.reconnect_min_s * 2.0 ** min(self._failures, 30)
-        self._failures += 1
-        capped = min(base, self.settings.reconnect_max_s)
-        return capped * (1.0 - 0.25 * random.random())  # noqa: S311 - jitter, not crypto
-
-    def _set_state(self, state: SourceState, reason: str, **extra: object) -> None:
-        """Record a state change and log it once (not again while it stays the same)."""
-        with self._lock:
-            if (state, reason) == (self._state, self._reason):
-                return
-            self._state, self._reason, self._since = state, reason, time.time()
-        if state == "down":
-            self._log.warning("source down", reason=reason, **extra)
-        else:
-            self._log.info(f"source {state}", **({"reason": reason} if reason else {}), **extra)
-
     def _close_slots(self) -> None:
         with self._slots_lock:
             self._slots_closed = True
             slots = self._slots
         for slot in slots:
             slot.close()
-
-    def _close_quietly(self) -> None:
-        try:
-            self._close()
-        except Exception as exc:  # noqa: BLE001 - a failing release must not mask the cause
-            self._log.debug("error while closing the device", error=repr(exc))
