@@ -140,10 +140,15 @@ def test_snapshot_without_max_side_keeps_the_frame_size(running: RunningApp) -> 
     sub = running.broker.subscriber(SNAPSHOT)
     with running.client() as client:
         reply = client.request("snapshot", {"source": "cam0"})
-    image = cv2.imdecode(
-        np.frombuffer(sub.wait_for(matching(SNAPSHOT)).payload, np.uint8), cv2.IMREAD_COLOR
-    )
-    assert image.shape[1::-1] == (reply["frame"]["w"], reply["frame"]["h"])
+    want = (reply["frame"]["w"], reply["frame"]["h"])
+    assert (reply["width"], reply["height"]) == want
+
+    def full_size(m: Received) -> bool:
+        # A snapshot another test requested may still be in flight: look for ours.
+        image = cv2.imdecode(np.frombuffer(m.payload, np.uint8), cv2.IMREAD_COLOR)
+        return m.topic == SNAPSHOT and image is not None and image.shape[1::-1] == want
+
+    sub.wait_for(full_size)
 
 
 def test_reload_applies_a_changed_config(
