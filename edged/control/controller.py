@@ -185,5 +185,5 @@ class Controller:
         return {
             "device": app.settings.device_id,
             "version": __version__,
-            "uptime_s": round(time.monotonic() - app.started_mono, 1),
+            "uptime_s": round(time.monotonic() - app.started_mono, 3),
         }
