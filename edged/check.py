@@ -102,6 +102,13 @@ def _check_secrets(settings: Settings, out: Preflight) -> None:
             read_secret(path, credential)
         except EdgedError as exc:
             out.problems.append((key, str(exc).split("\n", 1)[-1].strip()))
+            continue
+        # A secret any local user can read is one compromised service away
+        # from leaking; it still works, so this is a warning, not a refusal.
+        if path is not None and path.is_file() and path.stat().st_mode & 0o004:
+            out.warnings.append(
+                (key, f"{path} is readable by every user: chmod 600 it (or use LoadCredential)")
+            )
     if (
         settings.mqtt.tls
         and settings.mqtt.ca_file is not None

@@ -151,3 +151,19 @@ def test_missing_config_file_exits_78(tmp_path: Path) -> None:
     result = edged("check", "--config", str(tmp_path / "nope.toml"))
     assert result.returncode == EX_CONFIG
     assert "not found" in result.stderr
+
+
+def test_world_readable_secret_is_a_warning(
+    tmp_path: Path, models_dir: Path, media_dir: Path
+) -> None:
+    """A password file every user can read is named in a warning; the check itself still passes."""
+    cfg = good_config(tmp_path, models_dir, media_dir, None)
+    secret = tmp_path / "mqtt_password"
+    secret.write_text("hunter2\n")
+    secret.chmod(0o644)
+    cfg["mqtt"].update(username="edged", password_file=secret)
+    result = edged("check", "--offline", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    assert result.returncode == 0, result.stderr
+    assert "warning: mqtt.password_file" in result.stderr
+    assert "readable by every user" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
