@@ -3,16 +3,24 @@
 from __future__ import annotations
 
 import time
+from collections.abc import Callable, Mapping, Sequence
+from typing import TypeVar, cast
 
 import numpy as np
+import numpy.typing as npt
 
 from edged.catalog.resolve import ResolvedModel
 from edged.decode.detection import DECODERS, DetectionDecoder
 from edged.errors import ModelError
 from edged.infer.base import Model
-from edged.preprocess.image import ImageSpec, preprocess
+from edged.preprocess.image import ImageSpec, Letterbox, preprocess
 from edged.tasks import Timing, VisionResult
-from edged.types import Frame
+from edged.types import Detection, Frame, Pose
+
+#: A decoder's ``decode(outputs, letterbox, threshold)``.
+Decode = Callable[
+    [list[npt.NDArray[np.float32]], Letterbox, float], Sequence[Detection] | Sequence[Pose]
+]
 
 
 def check_expectation(resolved: ResolvedModel, model: Model) -> None:
@@ -44,6 +52,33 @@ def image_spec(resolved: ResolvedModel, model: Model) -> ImageSpec:
     )
 
 
+T = TypeVar("T")
+
+
+def pick_decoder(table: Mapping[str, T], name: str, what: str) -> T:
+    """The decoder factory called ``name``; ModelError listing the known ones otherwise."""
+    try:
+        return table[name]
+    except KeyError:
+        known = ", ".join(sorted(table))
+        raise ModelError(f"unknown {what} decoder {name!r} (known: {known})") from None
+
+
+def run_timed(
+    kind: str, spec: ImageSpec, model: Model, *, decode: Decode, frame: Frame, threshold: float
+) -> VisionResult:
+    """Preprocess, infer and decode one frame, timing each stage (shared by vision tasks)."""
+    t0 = time.perf_counter()
+    tensor, lb = preprocess(frame.image, spec)
+    t1 = time.perf_counter()
+    outputs = model.run([tensor])
+    t2 = time.perf_counter()
+    # A decoder returns only Detections or only Poses (Decode's type says so).
+    items = cast("tuple[Detection, ...] | tuple[Pose, ...]", tuple(decode(outputs, lb, threshold)))
+    t3 = time.perf_counter()
+    return VisionResult(kind, items, Timing((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+
+
 class DetectionTask:
     """Runs a detection model on frames; built once per pipeline."""
 
@@ -51,26 +86,18 @@ class DetectionTask:
 
     def __init__(self, resolved: ResolvedModel, model: Model) -> None:
         check_expectation(resolved, model)
-        try:
-            factory = DECODERS[resolved.decoder]
-        except KeyError:
-            known = ", ".join(sorted(DECODERS))
-            raise ModelError(
-                f"unknown detection decoder {resolved.decoder!r} (known: {known})"
-            ) from None
+        factory = pick_decoder(DECODERS, resolved.decoder, "detection")
         self._decoder: DetectionDecoder = factory(labels=resolved.labels)
         self._decoder.check(model.outputs)
         self._spec = image_spec(resolved, model)
         self._model = model
 
     def __call__(self, frame: Frame, threshold: float) -> VisionResult:
-        t0 = time.perf_counter()
-        tensor, lb = preprocess(frame.image, self._spec)
-        t1 = time.perf_counter()
-        outputs = self._model.run([tensor])
-        t2 = time.perf_counter()
-        items = tuple(self._decoder.decode(outputs, lb, threshold))
-        t3 = time.perf_counter()
-        return VisionResult(
-            self.kind, items, Timing((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
+        return run_timed(
+            self.kind,
+            self._spec,
+            self._model,
+            decode=self._decoder.decode,
+            frame=frame,
+            threshold=threshold,
         )

@@ -7,15 +7,13 @@
 from __future__ import annotations
 
 import math
-import time
 
 from edged.catalog.resolve import ResolvedModel
 from edged.decode.pose import DECODERS, PoseDecoder
 from edged.errors import ModelError
 from edged.infer.base import Model
-from edged.preprocess.image import preprocess
 from edged.tasks import Timing, VisionResult, VisionTask
-from edged.tasks.detection import check_expectation, image_spec
+from edged.tasks.detection import check_expectation, image_spec, pick_decoder, run_timed
 from edged.types import Box, Detection, Frame, Keypoint, Pose
 
 
@@ -31,13 +29,7 @@ class PoseTask:
 
     def __init__(self, resolved: ResolvedModel, model: Model) -> None:
         check_expectation(resolved, model)
-        try:
-            factory = DECODERS[resolved.decoder]
-        except KeyError:
-            known = ", ".join(sorted(DECODERS))
-            raise ModelError(
-                f"unknown pose decoder {resolved.decoder!r} (known: {known})"
-            ) from None
+        factory = pick_decoder(DECODERS, resolved.decoder, "pose")
         self._decoder: PoseDecoder = factory()
         self._decoder.check(model.outputs)
         self._spec = image_spec(resolved, model)
@@ -45,15 +37,14 @@ class PoseTask:
 
     def __call__(self, frame: Frame, threshold: float) -> VisionResult:
         """Poses in ``frame`` whose score is at least ``threshold`` (none or one for MoveNet)."""
-        t0 = time.perf_counter()
-        tensor, lb = preprocess(frame.image, self._spec)
-        t1 = time.perf_counter()
-        outputs = self._model.run([tensor])
-        t2 = time.perf_counter()
-        items = tuple(self._decoder.decode(outputs, lb, threshold))
-        t3 = time.perf_counter()
-        timing = Timing((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3)
-        return VisionResult(self.kind, items, timing)
+        return run_timed(
+            self.kind,
+            self._spec,
+            self._model,
+            decode=self._decoder.decode,
+            frame=frame,
+            threshold=threshold,
+        )
 
 
 class TwoStagePoseTask:
