@@ -30,9 +30,8 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from edged.capture.base import display_uri
 from edged.capture.chunks import ChunkQueue
-from edged.capture.lifecycle import SourceLifecycle, SourceState
+from edged.capture.lifecycle import SourceLifecycle, SourceState, display_uri
 from edged.errors import SourceError
 from edged.preprocess.audio import downmix
 from edged.settings import SourceSettings
@@ -146,32 +145,6 @@ class AudioSource(SourceLifecycle, ABC):
                 self._dropped_overruns += queue.overruns
             self._queues = tuple(q for q in self._queues if q is not queue)
         queue.close()
-
-    def start(self) -> None:
-        """Start the capture thread (a daemon: it never holds the process open)."""
-        if self._thread is not None:
-            raise RuntimeError(f"source {self.name!r} was already started")
-        self._log.info("source starting", uri=display_uri(self.settings.uri))
-        self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> bool:
-        """Stop capturing, close every queue and join the thread for up to ``timeout`` s.
-
-        Queues are closed at once so that waiting pipelines (and a file reader
-        waiting for room) finish promptly. Returns False if the thread had not
-        finished in time.
-        """
-        self._stop_flag.set()
-        self._close_queues()
-        if self._thread is None:
-            self._set_state("stopped", "stopped before start")
-            return True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._log.warning("capture thread still blocked in a read", timeout_s=timeout)
-            return False
-        return True
 
     @property
     def status(self) -> AudioSourceStatus:
@@ -299,6 +272,9 @@ class AudioSource(SourceLifecycle, ABC):
             if self._state == "down":
                 self._reconnects += 1
         self._set_state("up", "", rate=self._rate)
+
+    def _close_readers(self) -> None:
+        self._close_queues()
 
     def _close_queues(self) -> None:
         with self._queues_lock:

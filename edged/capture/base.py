@@ -16,13 +16,12 @@ from abc import ABC, abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
-from urllib.parse import urlsplit, urlunsplit
 
 import numpy as np
 import numpy.typing as npt
 import structlog
 
-from edged.capture.lifecycle import SourceLifecycle, SourceState
+from edged.capture.lifecycle import SourceLifecycle, SourceState, display_uri
 from edged.capture.slot import LatestSlot
 from edged.errors import SourceError
 from edged.settings import SourceSettings
@@ -35,19 +34,6 @@ FPS_WINDOW_S = 5.0
 # still delivered: a camera running at exactly the cap jitters around the
 # schedule, and discarding every other frame would halve its rate.
 _EARLY_TOLERANCE = 0.25
-
-
-def display_uri(uri: str) -> str:
-    """``uri`` safe for logs and status: a password in ``scheme://user:pass@host`` is masked.
-
-    RTSP cameras routinely carry credentials in the URL, and log lines travel
-    further (journald, MQTT state) than the config file does.
-    """
-    parts = urlsplit(uri)
-    if parts.password is None:
-        return uri
-    host = parts.netloc.rsplit("@", 1)[1]
-    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
 
 
 @dataclass(frozen=True, slots=True)
@@ -159,32 +145,6 @@ class VideoSource(SourceLifecycle, ABC):
         :mod:`edged.types`). It stays available after the source stopped.
         """
         return self._latest
-
-    def start(self) -> None:
-        """Start the capture thread (a daemon: it never holds the process open)."""
-        if self._thread is not None:
-            raise RuntimeError(f"source {self.name!r} was already started")
-        self._log.info("source starting", uri=display_uri(self.settings.uri))
-        self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
-        self._thread.start()
-
-    def stop(self, timeout: float = 2.0) -> bool:
-        """Stop capturing, close every slot and join the thread for up to ``timeout`` s.
-
-        Slots are closed at once so that waiting pipelines finish even when
-        the thread is stuck in a blocking read (a stream's read timeout).
-        Returns False if the thread had not finished in time.
-        """
-        self._stop_flag.set()
-        self._close_slots()
-        if self._thread is None:
-            self._set_state("stopped", "stopped before start")
-            return True
-        self._thread.join(timeout)
-        if self._thread.is_alive():
-            self._log.warning("capture thread still blocked in a read", timeout_s=timeout)
-            return False
-        return True
 
     @property
     def status(self) -> SourceStatus:
@@ -316,6 +276,9 @@ class VideoSource(SourceLifecycle, ABC):
                 self._reconnects += 1
         w, h = self._size
         self._set_state("up", "", width=w, height=h)
+
+    def _close_readers(self) -> None:
+        self._close_slots()
 
     def _close_slots(self) -> None:
         with self._slots_lock:

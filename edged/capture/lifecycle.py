@@ -11,16 +11,33 @@ import random
 import threading
 import time
 from typing import Any, Literal
+from urllib.parse import urlsplit, urlunsplit
 
 from edged.settings import SourceSettings
 
 SourceState = Literal["starting", "up", "down", "ended", "stopped"]
 
 
+def display_uri(uri: str) -> str:
+    """``uri`` safe for logs and status: a password in ``scheme://user:pass@host`` is masked.
+
+    RTSP cameras routinely carry credentials in the URL, and log lines travel
+    further (journald, MQTT state) than the config file does.
+    """
+    parts = urlsplit(uri)
+    if parts.password is None:
+        return uri
+    host = parts.netloc.rsplit("@", 1)[1]
+    return urlunsplit(parts._replace(netloc=f"{parts.username}:***@{host}"))
+
+
 class SourceLifecycle:
     """Mixin for capture sources; the subclass sets the attributes declared here."""
 
+    name: str
     settings: SourceSettings
+    _thread: threading.Thread | None
+    _stop_flag: threading.Event
     _failures: int
     _lock: threading.Lock
     _state: SourceState
@@ -30,6 +47,40 @@ class SourceLifecycle:
 
     def _close(self) -> None:
         raise NotImplementedError
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _close_readers(self) -> None:
+        """Close every reader's slot or queue, waking the pipelines that wait on them."""
+        raise NotImplementedError
+
+    def start(self) -> None:
+        """Start the capture thread (a daemon: it never holds the process open)."""
+        if self._thread is not None:
+            raise RuntimeError(f"source {self.name!r} was already started")
+        self._log.info("source starting", uri=display_uri(self.settings.uri))
+        self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
+        self._thread.start()
+
+    def stop(self, timeout: float = 2.0) -> bool:
+        """Stop capturing, close every reader and join the thread for up to ``timeout`` s.
+
+        Readers are closed at once so that waiting pipelines (and a file reader
+        waiting for room) finish even when the thread is stuck in a blocking
+        read (a stream's read timeout). Returns False if the thread had not
+        finished in time.
+        """
+        self._stop_flag.set()
+        self._close_readers()
+        if self._thread is None:
+            self._set_state("stopped", "stopped before start")
+            return True
+        self._thread.join(timeout)
+        if self._thread.is_alive():
+            self._log.warning("capture thread still blocked in a read", timeout_s=timeout)
+            return False
+        return True
 
     def _backoff(self) -> float:
         """Next reopen delay: exponential from ``reconnect_min_s``, capped, with jitter.

@@ -24,7 +24,8 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edged.capture.base import VideoSource, display_uri
+from edged.capture.base import VideoSource
+from edged.capture.lifecycle import display_uri
 from edged.errors import SourceError
 from edged.settings import SourceSettings
 

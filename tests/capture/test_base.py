@@ -10,7 +10,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from edged.capture import VideoSource
-from edged.capture.base import display_uri
+from edged.capture.lifecycle import display_uri
 from edged.capture.opencv import OpenCVSource
 from tests.capture.support import settings, wait_for
 
