@@ -232,9 +232,15 @@ class Subscriber:
         """The first message (already received or arriving within ``timeout``) matching."""
         with self._cond:
             found: list[Received] = []
+            checked = 0
 
             def ready() -> bool:
-                found[:] = [m for m in self._received if predicate(m)][:1]
+                # Only the messages that arrived since the last look: rescanning
+                # everything on every arrival is quadratic, and with thousands of
+                # messages it held the lock long enough to starve on_message.
+                nonlocal checked
+                new, checked = self._received[checked:], len(self._received)
+                found[:] = [m for m in new if predicate(m)][:1]
                 return bool(found)
 
             if self._cond.wait_for(ready, timeout):
