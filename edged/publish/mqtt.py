@@ -61,6 +61,7 @@ ONLINE = b"online"
 STOPPED = b"stopped"
 OFFLINE = b"offline"
 
+_EXPIRY_CACHE = 256  # distinct Message Expiry values kept as shared Properties
 _AUTH_HINT = "check mqtt.username and the password file (or credential 'mqtt_password')"
 _HINTS = {
     "Not authorized": _AUTH_HINT,
@@ -68,6 +69,25 @@ _HINTS = {
     "Client identifier not valid": "another client may use the same mqtt.client_id",
     "Unsupported protocol version": "set mqtt.protocol = '3.1.1' for this broker",
 }
+
+
+class _ExpiryProperties(Properties):
+    """PUBLISH properties holding only a Message Expiry Interval, serialized once.
+
+    paho serializes a message's properties on every send and re-send; for
+    shared, never mutated objects the bytes are the same each time.
+    """
+
+    def __init__(self, expiry_s: int) -> None:
+        super().__init__(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+        self.MessageExpiryInterval = expiry_s
+        # Properties.__setattr__ accepts only MQTT property names.
+        object.__setattr__(self, "_packed", super().pack())  # type: ignore[no-untyped-call]
+
+    def pack(self) -> bytes:
+        """The serialized properties (computed once)."""
+        packed: bytes = self.__dict__["_packed"]
+        return packed
 
 
 @dataclass(frozen=True, slots=True)
@@ -156,6 +176,7 @@ class MqttClient:
         self._track_lock = threading.Lock()
         self._tracked: dict[int, tuple[int, Message | None]] = {}
         self._early: set[int] = set()
+        self._expiry_props: dict[int, Properties] = {}
 
         self._client = self._build(password, max_inflight)
 
@@ -376,12 +397,13 @@ class MqttClient:
         if qos not in (0, 1, 2):
             raise PublishError(f"cannot publish to {topic!r}: qos must be 0, 1 or 2, not {qos!r}")
         props: Properties | None = None
-        if self._v5 and (expiry_s is not None or correlation_data is not None):
+        if self._v5 and correlation_data is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
+            props.CorrelationData = correlation_data
             if expiry_s is not None:
                 props.MessageExpiryInterval = int(expiry_s)
-            if correlation_data is not None:
-                props.CorrelationData = correlation_data
+        elif self._v5 and expiry_s is not None:
+            props = self._expiry_properties(int(expiry_s))
         try:
             info = self._client.publish(topic, payload, qos=qos, retain=retain, properties=props)
         except (ValueError, TypeError) as exc:
@@ -392,6 +414,24 @@ class MqttClient:
             # (A QoS 0 message published while disconnected is dropped: no ack will come.)
             self._handed_over(info.mid, qos, message)
         return info
+
+    def _expiry_properties(self, expiry_s: int) -> Properties:
+        """A shared, never mutated Properties carrying only ``expiry_s`` as Message Expiry.
+
+        Building a paho Properties object per message was the MQTT 5 ceiling of
+        a backlog drain (~5,000 msgs/s against ~10,000 with MQTT 3.1.1). paho
+        only reads it (to pack the PUBLISH and its re-sends; packing is cached
+        too, see :class:`_ExpiryProperties`), so messages with
+        the same expiry share one. Consecutive outbox rows were born within
+        the same second or so and mostly share their expiry; the cache is
+        emptied when it grows past a bound, so it never holds more than that.
+        """
+        props = self._expiry_props.get(expiry_s)
+        if props is None:
+            if len(self._expiry_props) >= _EXPIRY_CACHE:
+                self._expiry_props.clear()
+            props = self._expiry_props[expiry_s] = _ExpiryProperties(expiry_s)
+        return props
 
     def _handed_over(self, mid: int, qos: int, message: Message | None) -> None:
         """Record ``mid`` as awaiting acknowledgement, unless its ack already came.

@@ -173,17 +173,27 @@ class TestAccept:
         outbox.close()
         assert len(stored(tmp_path / "outbox.sqlite3")) == 1000
 
-    def test_flush_waits_for_the_commit(self, make_outbox: MakeOutbox) -> None:
-        """With a long batch interval, results are unflushed until flush() commits them."""
+    def test_a_result_after_a_quiet_spell_is_committed_at_once(
+        self, make_outbox: MakeOutbox
+    ) -> None:
+        """The first result is not held back for the batch interval: low latency when idle."""
         outbox = make_outbox(flush_interval_s=5.0, batch_rows=10_000)
-        for e in results(5):
+        outbox.accept(result(0))
+        assert wait_until(lambda: outbox.stats().accepted == 1, timeout=1.0)
+
+    def test_flush_waits_for_the_commit(self, make_outbox: MakeOutbox) -> None:
+        """Results that follow a commit closely wait for the interval, or for flush()."""
+        outbox = make_outbox(flush_interval_s=5.0, batch_rows=10_000)
+        outbox.accept(result(0))
+        assert wait_until(lambda: outbox.stats().accepted == 1, timeout=1.0)
+        for e in results(5, start=1):
             outbox.accept(e)
         time.sleep(0.05)
         assert outbox.stats().unflushed == 5
-        assert outbox.stats().accepted == 0
+        assert outbox.stats().accepted == 1
         outbox.flush()
         assert outbox.stats().unflushed == 0
-        assert outbox.stats().accepted == 5
+        assert outbox.stats().accepted == 6
 
     def test_put_keeps_order_with_results_and_takes_no_seq(
         self, make_outbox: MakeOutbox, tmp_path: Path
