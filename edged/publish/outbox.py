@@ -65,6 +65,7 @@ ROW_OVERHEAD: Final = 90
 _VERSION: Final = 1
 _IDLE_S: Final = 1.0  # housekeeping period (age bound, checkpoints, burst logs) when idle
 _REFUSE_S: Final = 1.0  # after a refused batch, accept() fails fast for this long
+_DELETE_BATCH: Final = 200  # acknowledged rows that wake the writer by themselves
 _CHUNK: Final = 100  # rows per multi-row statement (1,000 parameters, below the limit)
 _BOOTTIME: Final = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)  # counts suspend
 
@@ -160,6 +161,7 @@ class Outbox:
         self._cond = threading.Condition()
         self._pending: list[tuple[Item, float, float]] = []  # (item, wall, born)
         self._deletes: list[tuple[int, str | None]] = []  # (pos, None=delivered or reason)
+        self._drops_pending = False  # _deletes holds a drop (reason), not only deliveries
         # Tickets number queued items, so flush() knows when "everything so far" is done.
         self._enqueued = self._processed = self._flush_target = 0
         # Writer passes: flush() also waits for one that starts after it was called
@@ -319,9 +321,11 @@ class Outbox:
         with self._cond:
             if self._closed:
                 return  # a PUBACK after close(): the row is re-sent after the next start
-            wake = not self._deletes
+            before = len(self._deletes)
             self._deletes.extend(items)
-            if wake:
+            dropped = any(reason is not None for _, reason in items)
+            self._drops_pending |= dropped
+            if dropped or before < _DELETE_BATCH <= len(self._deletes):
                 self._cond.notify_all()
 
     # --- statistics and lifecycle ----------------------------------------------------------
@@ -394,7 +398,7 @@ class Outbox:
                 # At most batch_rows per transaction: bounded commit time and WAL use.
                 batch = self._pending[: self._batch_rows]
                 del self._pending[: self._batch_rows]
-                deletes, self._deletes = self._deletes, []
+                deletes, self._deletes, self._drops_pending = self._deletes, [], False
                 ticket, closing = self._enqueued - len(self._pending), self._closing
                 self._passes += 1
                 this_pass = self._passes
@@ -417,7 +421,16 @@ class Outbox:
     def _wait_for_work(self) -> None:
         """Sleep until there is work (or housekeeping is due), then let the batch grow a little."""
         until = time.monotonic() + _IDLE_S
-        while not (self._pending or self._deletes or self._closing or self._flush_wanted()):
+        # Acknowledged rows alone do not wake the writer until there are many:
+        # they ride along with the next result's commit (or the idle pass),
+        # which halves the commits at camera rates. Evictions wake it at once.
+        while not (
+            self._pending
+            or len(self._deletes) >= _DELETE_BATCH
+            or self._drops_pending
+            or self._closing
+            or self._flush_wanted()
+        ):
             if not self._cond.wait(until - time.monotonic()):
                 return
         # Group commit: a result after a quiet spell is committed at once (its
