@@ -211,9 +211,7 @@ def edged_pipeline(
     limit = t0 + (seconds if seconds is not None else 300.0)
     app.start()
     while (
-        pipeline.processed < want
-        and not pipeline.finished.is_set()
-        and time.perf_counter() < limit
+        pipeline.processed < want and not pipeline.finished.is_set() and time.perf_counter() < limit
     ):
         time.sleep(0.005)
     for source in app.graph.video.values():
