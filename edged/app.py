@@ -40,6 +40,7 @@ from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
 from edged.publish.payloads import PipelineState, SourceState, State, iso_utc
 from edged.results import ResultPublisher
+from edged.sched import background
 from edged.settings import Settings, load_settings, read_secret
 from edged.tasks import VisionResult
 from edged.tasks.audio import AudioResult
@@ -88,7 +89,9 @@ class App:
         # Hybrid offload (DESIGN §4): a gate on each opted-in pipeline, link probe, worker.
         self.offload = Offload(settings, self.results, self.emit_lock)
         self.offload.attach(self.graph)
-        self._house = threading.Thread(target=self._housekeeping, name="housekeeping", daemon=True)
+        self._house = threading.Thread(
+            target=background(self._housekeeping), name="housekeeping", daemon=True
+        )
         self._last_state = b""
         self.control = ControlPlane(self)
 

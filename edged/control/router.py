@@ -44,6 +44,7 @@ import structlog
 from edged.control.commands import COMMANDS, Command, encode_reply, parse, show
 from edged.errors import CommandError, PublishError
 from edged.publish.mqtt import MqttClient, RequestProperties
+from edged.sched import background
 from edged.settings import check_segment
 
 log = structlog.get_logger(__name__)
@@ -88,7 +89,7 @@ class CommandRouter:
         self._reply_root = f"{self._topics.base}/cmd/"
         self._queue: queue.Queue[Request] = queue.Queue(maxsize=queue_size)
         self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._work, name="commands", daemon=True)
+        self._thread = threading.Thread(target=background(self._work), name="commands", daemon=True)
         self.counters = CommandCounters()
         self._refusals = 0
         self._last_refusal_log = -_REFUSAL_LOG_EVERY_S

@@ -28,6 +28,7 @@ import structlog
 
 from edged.offload.client import CloudClient, CloudError
 from edged.publish.payloads import LinkState
+from edged.sched import background
 from edged.settings import OffloadSettings
 
 log = structlog.get_logger(__name__)
@@ -80,7 +81,9 @@ class LinkMonitor:
         self._next_probe = 0.0
         self._logged: tuple[str, str] = ("", "")
         self.probes = 0
-        self._thread = threading.Thread(target=self._loop, name="offload-link", daemon=True)
+        self._thread = threading.Thread(
+            target=background(self._loop), name="offload-link", daemon=True
+        )
 
     def start(self) -> None:
         self._thread.start()

@@ -26,6 +26,7 @@ from edged.offload.link import LinkMonitor
 from edged.offload.policy import Counters, Job
 from edged.offload.prepare import WHOLE, crop_region, prepare
 from edged.offload.protocol import DetectRequest, DetectResponse, FrameSize
+from edged.sched import background
 from edged.settings import OffloadSettings
 
 log = structlog.get_logger(__name__)
@@ -65,7 +66,9 @@ class Worker:
         self._burst_kind: str | None = None
         self._burst_failures = 0
         self.requests = 0
-        self._thread = threading.Thread(target=self._loop, name="offload-worker", daemon=True)
+        self._thread = threading.Thread(
+            target=background(self._loop), name="offload-worker", daemon=True
+        )
 
     # -- producer side (pipeline threads) ------------------------------------
     def put(self, job: Job) -> None:

@@ -35,6 +35,7 @@ import structlog
 
 from edged.errors import PublishError
 from edged.publish.payloads import Message
+from edged.sched import background
 
 if TYPE_CHECKING:
     from edged.publish.mqtt import MqttClient
@@ -165,7 +166,9 @@ class Forwarder:
         self._handed_upto = 0  # highest pos handed to MQTT (what a reset makes a re-send)
         self._resend_upto = 0
         self._buffer: collections.deque[_Row] = collections.deque()
-        self._thread = threading.Thread(target=self._run, name="outbox-forwarder", daemon=True)
+        self._thread = threading.Thread(
+            target=background(self._run), name="outbox-forwarder", daemon=True
+        )
 
     def start(self) -> None:
         """Register with the MQTT client and start the thread."""

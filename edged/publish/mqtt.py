@@ -53,6 +53,7 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 from edged.errors import PublishError
 from edged.publish.payloads import Message
 from edged.publish.topics import Topics
+from edged.sched import lower_this_thread
 from edged.settings import MqttSettings
 
 log = structlog.get_logger(__name__)
@@ -177,6 +178,7 @@ class MqttClient:
         self._tracked: dict[int, tuple[int, Message | None]] = {}
         self._early: set[int] = set()
         self._expiry_props: dict[int, Properties] = {}
+        self._network_tid = 0  # paho's network thread, once lowered to background priority
 
         self._client = self._build(password, max_inflight)
 
@@ -489,6 +491,7 @@ class MqttClient:
         reason_code: ReasonCode,
         _properties: Properties | None,
     ) -> None:
+        self._network_thread_started()
         if reason_code.is_failure:
             self._refused(str(reason_code))
             return
@@ -531,10 +534,18 @@ class MqttClient:
         else:
             self._log.debug("mqtt.refused", reason=reason, attempt=self._refusals)
 
+    def _network_thread_started(self) -> None:
+        """Once per paho network thread (its first callback): background CPU priority."""
+        tid = threading.get_native_id()
+        if tid != self._network_tid:
+            self._network_tid = tid
+            lower_this_thread()
+
     def _on_connect_fail(self, _client: paho.Client, _userdata: Any) -> None:
         # paho calls this from inside its ``except OSError`` block, so the
         # exception (refused port, DNS, TLS verification) is still available.
         exc = sys.exception()
+        self._network_thread_started()
         error = f"{type(exc).__name__}: {exc}" if exc is not None else "connection failed"
         self._refusal = None
         self._set_slow(False)

@@ -55,6 +55,7 @@ from edged.errors import PublishError
 from edged.publish.forwarder import Bursts, Forwarder
 from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import Message, ResultEnvelope
+from edged.sched import background
 from edged.settings import OutboxSettings
 
 log = structlog.get_logger(__name__)
@@ -175,7 +176,9 @@ class Outbox:
         self._bursts = Bursts(self._log)
         self._forwarder: Forwarder | None = None
         self._db = self._open(synchronous)
-        self._writer = threading.Thread(target=self._run, name="outbox-writer", daemon=True)
+        self._writer = threading.Thread(
+            target=background(self._run), name="outbox-writer", daemon=True
+        )
         self._writer.start()
 
     @classmethod
