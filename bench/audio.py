@@ -18,13 +18,8 @@ import time
 
 import soundfile
 
-from bench.common import AUDIO, Context, Row
-from edged.app import App
+from bench.common import AUDIO, Context, Row, daemon_config, in_process
 from edged.audio_pipeline import AudioPipeline
-from edged.broker import free_port
-from edged.catalog.catalog import load_catalog
-from edged.check import preflight
-from edged.settings import load_settings
 
 SOUND = "music_jazz_guitar.wav"
 
@@ -35,17 +30,12 @@ def realtime_factor(ctx: Context) -> Row:
     info = soundfile.info(str(path))
     audio_s = float(info.duration)
     work = ctx.scratch("audio")
-    settings = load_settings(
-        None,
-        {
-            "device_id": "bench",
-            "state_dir": str(work / "state"),
-            "stats_interval_s": 60,
-            "mqtt": {"host": "127.0.0.1", "port": free_port(), "homeassistant": False},
-            "outbox": {"path": str(work / "state" / "outbox.sqlite3")},
-            "models": {"dir": str(ctx.models)},
-            "sources": [{"name": "mic", "kind": "wav", "uri": str(path), "realtime": False}],
-            "pipelines": [
+    app = in_process(
+        daemon_config(
+            work,
+            ctx.models,
+            sources=[{"name": "mic", "kind": "wav", "uri": str(path), "realtime": False}],
+            pipelines=[
                 {
                     "name": "ears",
                     "source": "mic",
@@ -56,11 +46,9 @@ def realtime_factor(ctx: Context) -> Row:
                     "threshold": 0.0,
                 }
             ],
-        },
+        ),
+        connect_broker=False,
     )
-    checked = preflight(settings, load_catalog(), connect_broker=False)
-    assert not checked.problems, checked.problems
-    app = App(settings, checked)
     pipeline = app.graph.pipelines["ears"]
     assert isinstance(pipeline, AudioPipeline)
     t0 = time.perf_counter()

@@ -7,9 +7,14 @@ import resource
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
+from edged.app import App
+from edged.broker import free_port
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
+from edged.check import preflight
+from edged.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = "person_walking_0-30s.mp4"
@@ -38,6 +43,43 @@ def cpu_s() -> float:
     """User + system CPU seconds of this process so far (every thread)."""
     usage = resource.getrusage(resource.RUSAGE_SELF)
     return usage.ru_utime + usage.ru_stime
+
+
+def daemon_config(
+    work: Path,
+    models: Path,
+    sources: list[dict[str, Any]],
+    pipelines: list[dict[str, Any]],
+    *,
+    broker: tuple[str, int] | None = None,
+    **extra: Any,
+) -> dict[str, Any]:
+    """A daemon configuration with its state under ``work``, as every benchmark builds one.
+
+    Without ``broker`` the MQTT port is a free one where nobody listens:
+    results stay in the outbox, which is all a benchmark of the pipelines needs.
+    """
+    host, port = broker if broker is not None else ("127.0.0.1", free_port())
+    return {
+        "device_id": "bench",
+        "state_dir": str(work / "state"),
+        "stats_interval_s": 60,
+        "mqtt": {"host": host, "port": port, "homeassistant": False},
+        "outbox": {"path": str(work / "state" / "outbox.sqlite3")},
+        "models": {"dir": str(models)},
+        "sources": sources,
+        "pipelines": pipelines,
+        **extra,
+    }
+
+
+def in_process(config: dict[str, Any], *, connect_broker: bool) -> App:
+    """The daemon (:class:`App`, not started) for ``config``, after the same preflight as ``edged run``."""
+    settings = load_settings(None, config)
+    checked = preflight(settings, load_catalog(), connect_broker=connect_broker)
+    if checked.problems:
+        raise SystemExit(f"bench configuration refused: {checked.problems}")
+    return App(settings, checked)
 
 
 def pull_models(dest: Path, names: tuple[str, ...] = (DETECTOR, POSE, AUDIO)) -> Path:

@@ -27,13 +27,10 @@ from typing import Any
 if __package__ in (None, ""):
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from edged.app import App
-from edged.broker import free_port
+from bench.common import daemon_config, in_process
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
-from edged.check import preflight
 from edged.log import configure_logging
-from edged.settings import load_settings
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP_FRAMES = 301
@@ -52,22 +49,16 @@ def run(
     work: Path, sources: list[dict[str, Any]], pipelines: list[dict[str, Any]], want: dict[str, int]
 ) -> tuple[float, float]:
     """Start the daemon, wait until each pipeline processed ``want[name]`` inputs; (wall s, CPU s)."""
-    settings = load_settings(
-        None,
-        {
-            "device_id": "bench",
-            "state_dir": str(work / "state"),
-            "stats_interval_s": 60,
-            "mqtt": {"host": "127.0.0.1", "port": free_port(), "homeassistant": False},
-            "outbox": {"path": str(work / "state" / f"outbox-{time.monotonic_ns()}.sqlite3")},
-            "models": {"dir": str(work / "models")},
-            "sources": sources,
-            "pipelines": pipelines,
-        },
+    app = in_process(
+        daemon_config(
+            work,
+            work / "models",
+            sources=sources,
+            pipelines=pipelines,
+            outbox={"path": str(work / "state" / f"outbox-{time.monotonic_ns()}.sqlite3")},
+        ),
+        connect_broker=False,
     )
-    checked = preflight(settings, load_catalog(), connect_broker=False)
-    assert not checked.problems, checked.problems
-    app = App(settings, checked)
     c0, t0 = cpu_s(), time.perf_counter()
     app.start()
     while (

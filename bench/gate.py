@@ -22,15 +22,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass, field
 
-from bench.common import DETECTOR, Context, Row, cpu_s
-from edged.app import App
-from edged.broker import free_port
-from edged.catalog.catalog import load_catalog
-from edged.check import preflight
+from bench.common import DETECTOR, Context, Row, cpu_s, daemon_config, in_process
 from edged.pipeline import Pipeline
 from edged.publish.payloads import DetectionResult, ResultEnvelope
 from edged.results import Sink
-from edged.settings import load_settings
 
 #: Frames per second of the walking clip.
 CLIP_FPS = 10.0
@@ -67,20 +62,14 @@ class GateRun:
 def run_clip(ctx: Context, *, gate: bool, seconds: float | None) -> GateRun:
     """The daemon over the clip in real time, with or without the motion gate."""
     work = ctx.scratch("gate-on" if gate else "gate-off")
-    settings = load_settings(
-        None,
-        {
-            "device_id": "bench",
-            "state_dir": str(work / "state"),
-            "stats_interval_s": 60,
-            # Nobody listens there: results stay in the outbox, which is all this needs.
-            "mqtt": {"host": "127.0.0.1", "port": free_port(), "homeassistant": False},
-            "outbox": {"path": str(work / "state" / "outbox.sqlite3")},
-            "models": {"dir": str(ctx.models)},
-            "sources": [
+    app = in_process(
+        daemon_config(
+            work,
+            ctx.models,
+            sources=[
                 {"name": "cam", "kind": "file", "uri": str(ctx.clip), "realtime": True, "fps": 30}
             ],
-            "pipelines": [
+            pipelines=[
                 {
                     "name": "door",
                     "source": "cam",
@@ -93,11 +82,9 @@ def run_clip(ctx: Context, *, gate: bool, seconds: float | None) -> GateRun:
                     "motion_gate": gate,
                 }
             ],
-        },
+        ),
+        connect_broker=False,
     )
-    checked = preflight(settings, load_catalog(), connect_broker=False)
-    assert not checked.problems, checked.problems
-    app = App(settings, checked)
     tap = PersonTap(app.results.sink)
     app.results.sink = tap
     pipeline = app.graph.pipelines["door"]

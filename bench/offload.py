@@ -41,16 +41,15 @@ if __package__ in (None, ""):
 import cv2
 import numpy as np
 
-from edged.app import App
+from bench.common import daemon_config, in_process
 from edged.broker import LocalBroker, free_port
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
-from edged.check import preflight
 from edged.log import configure_logging
 from edged.offload.client import CloudClient, CloudError
 from edged.offload.prepare import WHOLE, prepare
 from edged.offload.protocol import DetectRequest, FrameSize
-from edged.settings import OffloadSettings, load_settings
+from edged.settings import OffloadSettings
 
 # The tests' TLS helper: a CA and a server certificate for 127.0.0.1, made with openssl.
 from tests.helpers.broker import make_tls_material
@@ -92,19 +91,14 @@ def run(
 ) -> dict[str, Any]:
     """One daemon run over the clip; frames, seconds and the offload counters."""
     state = work / name
-    settings = load_settings(
-        None,
-        {
-            "device_id": "bench",
-            "state_dir": str(state),
-            "stats_interval_s": 60,
-            "mqtt": {"host": broker.host, "port": broker.port, "homeassistant": False},
-            "outbox": {"path": str(state / "outbox.sqlite3")},
-            "models": {"dir": str(work / "models")},
-            "sources": [
+    app = in_process(
+        daemon_config(
+            state,
+            work / "models",
+            sources=[
                 {"name": "clip", "kind": "file", "uri": str(clip), "realtime": False, "fps": 240}
             ],
-            "pipelines": [
+            pipelines=[
                 {
                     "name": "door",
                     "source": "clip",
@@ -115,12 +109,11 @@ def run(
                     "offload": {"enabled": offload is not None},
                 }
             ],
-            "offload": offload or {},
-        },
+            offload=offload or {},
+            broker=(broker.host, broker.port),
+        ),
+        connect_broker=True,
     )
-    checked = preflight(settings, load_catalog(), connect_broker=True)
-    assert not checked.problems, checked.problems
-    app = App(settings, checked)
     t0 = time.perf_counter()
     app.start()
     if offload is not None:  # let the first probe finish, as on a device that has been up

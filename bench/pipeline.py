@@ -50,17 +50,25 @@ import numpy.typing as npt
 import paho.mqtt.client as paho
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import CLIP, CLIP_FRAMES, DETECTOR, Context, Row, pct, pull_models, shared
-from edged.app import App
+from bench.common import (
+    CLIP,
+    CLIP_FRAMES,
+    DETECTOR,
+    Context,
+    Row,
+    daemon_config,
+    in_process,
+    pct,
+    pull_models,
+    shared,
+)
 from edged.broker import LocalBroker
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve_entry
-from edged.check import preflight
 from edged.infer.registry import load_model
 from edged.log import configure_logging
 from edged.pipeline import Pipeline
 from edged.preprocess.image import preprocess
-from edged.settings import load_settings
 from edged.tasks.detection import image_spec
 
 #: Latency target: capture → PUBACK p99 at most this much above inference p99, ms.
@@ -171,43 +179,35 @@ def edged_pipeline(
     (throughput); ``realtime=True`` plays it at its own frame rate, as a
     camera would (latency). ``seconds`` ends the run early.
     """
-    settings = load_settings(
-        None,
-        {
-            "device_id": "bench",
-            "state_dir": str(work / "state"),
-            "stats_interval_s": 60,
-            "mqtt": {"host": broker.host, "port": broker.port, "homeassistant": False},
-            "outbox": {"path": str(work / "state" / "outbox.sqlite3")},
-            "models": {"dir": str(models_dir)},
-            "sources": [
-                {
-                    "name": "clip",
-                    "kind": "file",
-                    "uri": str(clip),
-                    "realtime": realtime,
-                    "fps": 240,  # a cap only: real time plays the file at its own rate
-                    "loop": passes > 1,
-                }
-            ],
-            "pipelines": [
-                {
-                    "name": "bench",
-                    "source": "clip",
-                    "task": "detection",
-                    "model": DETECTOR,
-                    "publish": "all",
-                    "max_fps": 240,
-                    "threads": threads,
-                    "track": False,
-                }
-            ],
-        },
+    config = daemon_config(
+        work,
+        models_dir,
+        sources=[
+            {
+                "name": "clip",
+                "kind": "file",
+                "uri": str(clip),
+                "realtime": realtime,
+                "fps": 240,  # a cap only: real time plays the file at its own rate
+                "loop": passes > 1,
+            }
+        ],
+        pipelines=[
+            {
+                "name": "bench",
+                "source": "clip",
+                "task": "detection",
+                "model": DETECTOR,
+                "publish": "all",
+                "max_fps": 240,
+                "threads": threads,
+                "track": False,
+            }
+        ],
+        broker=(broker.host, broker.port),
     )
-    checked = preflight(settings, load_catalog(), connect_broker=True)
-    assert not checked.problems, checked.problems
     acks = Acks(broker.host, broker.port, "edged/bench/bench/detections")
-    app = App(settings, checked)
+    app = in_process(config, connect_broker=True)
     pipeline = app.graph.pipelines["bench"]
     assert isinstance(pipeline, Pipeline)
     want = CLIP_FRAMES * passes
