@@ -116,6 +116,7 @@ class Acks:
 
     def __init__(self, host: str, port: int, topic: str) -> None:
         self.arrivals: list[tuple[float, bytes]] = []
+        self.last_perf = 0.0  # perf_counter() of the latest arrival
         self.lock = threading.Lock()
         # MQTT 3.1.1 and no parsing in the callback: this subscriber shares the
         # process (and the GIL) with the daemon it measures, so it does as
@@ -130,6 +131,7 @@ class Acks:
     def _on_message(self, _c: Any, _u: Any, msg: paho.MQTTMessage) -> None:
         with self.lock:
             self.arrivals.append((time.time(), bytes(msg.payload)))
+            self.last_perf = time.perf_counter()
 
     def latency_ms(self) -> list[float]:
         """Arrival wall clock minus the result's ``ts`` (capture wall clock); a duplicate counts once."""
@@ -141,6 +143,11 @@ class Acks:
             for arrived, doc in arrivals
         }
         return [s * 1e3 for s in by_id.values()]
+
+    def count(self) -> int:
+        """Messages received so far (a re-sent duplicate counts twice)."""
+        with self.lock:
+            return len(self.arrivals)
 
     def close(self) -> None:
         self.client.loop_stop()
@@ -221,9 +228,11 @@ def edged_pipeline(
     for source in app.graph.video.values():
         source.stop()
     done = pipeline.processed
-    while app.outbox.stats().delivered < done and time.perf_counter() - t0 < 300:
-        time.sleep(0.002)
-    elapsed = time.perf_counter() - t0
+    # Until the last result reached the subscriber (right after its PUBACK on
+    # loopback); the outbox's own counters commit PUBACKs in batches.
+    while acks.count() < done and time.perf_counter() - t0 < 300:
+        time.sleep(0.01)
+    elapsed = acks.last_perf - t0
     infer = list(pipeline._infer_ms)
     dropped = pipeline.stats().dropped
     app.stop()

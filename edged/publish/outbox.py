@@ -67,6 +67,7 @@ _VERSION: Final = 1
 _IDLE_S: Final = 1.0  # housekeeping period (age bound, checkpoints, burst logs) when idle
 _REFUSE_S: Final = 1.0  # after a refused batch, accept() fails fast for this long
 _DELETE_BATCH: Final = 200  # acknowledged rows that wake the writer by themselves
+_DELETE_WAIT_S: Final = 0.1  # … or that wait at most this long for a result's commit
 _CHUNK: Final = 100  # rows per multi-row statement (1,000 parameters, below the limit)
 _BOOTTIME: Final = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)  # counts suspend
 
@@ -163,6 +164,7 @@ class Outbox:
         self._pending: list[tuple[Item, float, float]] = []  # (item, wall, born)
         self._deletes: list[tuple[int, str | None]] = []  # (pos, None=delivered or reason)
         self._drops_pending = False  # _deletes holds a drop (reason), not only deliveries
+        self._deletes_since = 0.0  # when _deletes last became non-empty (monotonic)
         # Tickets number queued items, so flush() knows when "everything so far" is done.
         self._enqueued = self._processed = self._flush_target = 0
         # Writer passes: flush() also waits for one that starts after it was called
@@ -325,11 +327,13 @@ class Outbox:
             if self._closed:
                 return  # a PUBACK after close(): the row is re-sent after the next start
             before = len(self._deletes)
+            if not before:
+                self._deletes_since = time.monotonic()
             self._deletes.extend(items)
             dropped = any(reason is not None for _, reason in items)
             self._drops_pending |= dropped
-            if dropped or before < _DELETE_BATCH <= len(self._deletes):
-                self._cond.notify_all()
+            if dropped or not before or before < _DELETE_BATCH <= len(self._deletes):
+                self._cond.notify_all()  # the first one: the writer sets its deadline
 
     # --- statistics and lifecycle ----------------------------------------------------------
 
@@ -423,10 +427,12 @@ class Outbox:
 
     def _wait_for_work(self) -> None:
         """Sleep until there is work (or housekeeping is due), then let the batch grow a little."""
-        until = time.monotonic() + _IDLE_S
-        # Acknowledged rows alone do not wake the writer until there are many:
-        # they ride along with the next result's commit (or the idle pass),
-        # which halves the commits at camera rates. Evictions wake it at once.
+        idle_until = time.monotonic() + _IDLE_S
+        # Acknowledged rows alone do not wake the writer until there are many
+        # or the oldest has waited _DELETE_WAIT_S: they ride along with the
+        # next result's commit, which halves the commits at camera rates, and
+        # depth/delivered in stats lag the PUBACKs by 0.1 s at most.
+        # Evictions wake it at once.
         while not (
             self._pending
             or len(self._deletes) >= _DELETE_BATCH
@@ -434,8 +440,13 @@ class Outbox:
             or self._closing
             or self._flush_wanted()
         ):
-            if not self._cond.wait(until - time.monotonic()):
+            until = idle_until
+            if self._deletes:
+                until = min(until, self._deletes_since + _DELETE_WAIT_S)
+            remaining = until - time.monotonic()
+            if remaining <= 0:
                 return
+            self._cond.wait(remaining)
         # Group commit: a result after a quiet spell is committed at once (its
         # latency to the broker is what a subscriber sees); what arrives while
         # commits follow each other closely waits for the spacing and shares
