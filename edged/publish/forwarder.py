@@ -149,6 +149,7 @@ class Forwarder:
         self._cond = threading.Condition()
         self._woken = False
         self._stopping = False
+        self._stop_at: float | None = None  # stop() called: drain until then, then stop
         # Session state: _session is set by the on_connect hook and cleared as
         # soon as this thread sees the client disconnected; _reset_due makes
         # the thread start over at the oldest row before it sends again.
@@ -179,16 +180,18 @@ class Forwarder:
         self._thread.start()
 
     def stop(self, grace_s: float = 1.0) -> None:
-        """Stop sending; wait up to ``grace_s`` for PUBACKs of what is in flight."""
+        """Send what is committed and wait for its PUBACKs, for up to ``grace_s``; then stop.
+
+        Rows still unsent or unacknowledged then (no session, or the grace
+        ran out) stay stored and are sent after the next start.
+        """
+        deadline = time.monotonic() + grace_s
         with self._cond:
-            self._stopping = True
+            self._stop_at = deadline
+            self._woken = True
             self._cond.notify_all()
         if self._thread.is_alive():
             self._thread.join()
-        deadline = time.monotonic() + grace_s
-        with self._cond:
-            while self._in_flight and self._mqtt.connected and time.monotonic() < deadline:
-                self._cond.wait(0.02)
         self._hand_over_acks()
 
     def wake(self) -> None:
@@ -221,7 +224,7 @@ class Forwarder:
                 self._in_flight -= 1
                 # Wake the sender at half a window, not per PUBACK: it then sends
                 # a run of messages instead of ping-ponging with this thread.
-                if self._in_flight == self._window // 2 or self._stopping:
+                if self._in_flight == self._window // 2 or self._stop_at is not None:
                     self._woken = True
                     self._cond.notify_all()
 
@@ -250,6 +253,10 @@ class Forwarder:
         """Send what the window, the rate and the session allow; False when stopping."""
         self._hand_over_acks()
         with self._cond:
+            if self._stop_at is not None:
+                drained = not (self._buffer or self._more or self._in_flight)
+                if drained or not self._mqtt.connected or time.monotonic() >= self._stop_at:
+                    self._stopping = True
             if self._stopping:
                 return False
             if not self._mqtt.connected:

@@ -39,6 +39,7 @@ was committed is lost and the file is never left half-written.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import sqlite3
 import threading
@@ -369,6 +370,8 @@ class Outbox:
         start. Safe to call twice.
         """
         if self._forwarder is not None:
+            with contextlib.suppress(PublishError):  # refused rows are counted and logged already
+                self.flush(timeout)  # commit the last results so the forwarder can send them
             self._forwarder.stop(grace_s)
         with self._cond:
             if self._closing:
