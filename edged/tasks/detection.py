@@ -79,7 +79,35 @@ def run_timed(
     return VisionResult(kind, items, Timing((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
 
 
-class DetectionTask:
+class ModelTask:
+    """One image model on frames: preprocessing, model and a checked decoder fixed at build.
+
+    The subclasses (:class:`DetectionTask`, :class:`~edged.tasks.pose.PoseTask`)
+    only say which decoder; a model whose input differs from its catalog entry,
+    or whose outputs do not fit the decoder, is refused here with its shapes,
+    so that ``edged check`` reports it before any frame is read.
+    """
+
+    kind: str
+
+    def __init__(self, resolved: ResolvedModel, model: Model, decode: Decode) -> None:
+        self._spec = image_spec(resolved, model)
+        self._model = model
+        self._decode = decode
+
+    def __call__(self, frame: Frame, threshold: float) -> VisionResult:
+        """The model's results on ``frame`` scored at least ``threshold``, with stage timings."""
+        return run_timed(
+            self.kind,
+            self._spec,
+            self._model,
+            decode=self._decode,
+            frame=frame,
+            threshold=threshold,
+        )
+
+
+class DetectionTask(ModelTask):
     """Runs a detection model on frames; built once per pipeline."""
 
     kind = "detections"
@@ -87,17 +115,6 @@ class DetectionTask:
     def __init__(self, resolved: ResolvedModel, model: Model) -> None:
         check_expectation(resolved, model)
         factory = pick_decoder(DECODERS, resolved.decoder, "detection")
-        self._decoder: DetectionDecoder = factory(labels=resolved.labels)
-        self._decoder.check(model.outputs)
-        self._spec = image_spec(resolved, model)
-        self._model = model
-
-    def __call__(self, frame: Frame, threshold: float) -> VisionResult:
-        return run_timed(
-            self.kind,
-            self._spec,
-            self._model,
-            decode=self._decoder.decode,
-            frame=frame,
-            threshold=threshold,
-        )
+        decoder: DetectionDecoder = factory(labels=resolved.labels)
+        decoder.check(model.outputs)
+        super().__init__(resolved, model, decoder.decode)

@@ -13,38 +13,21 @@ from edged.decode.pose import DECODERS, PoseDecoder
 from edged.errors import ModelError
 from edged.infer.base import Model
 from edged.tasks import Timing, VisionResult, VisionTask
-from edged.tasks.detection import check_expectation, image_spec, pick_decoder, run_timed
+from edged.tasks.detection import ModelTask, check_expectation, pick_decoder
 from edged.types import Box, Detection, Frame, Keypoint, Pose
 
 
-class PoseTask:
-    """Runs a single-person pose model on frames; built once per pipeline.
-
-    The model, its decoder and the preprocessing are fixed at build time, and
-    a model whose tensors do not fit the decoder is refused here with its
-    shapes, so that ``edged check`` reports it before any frame is read.
-    """
+class PoseTask(ModelTask):
+    """Runs a single-person pose model on frames (none or one pose per frame for MoveNet)."""
 
     kind = "pose"
 
     def __init__(self, resolved: ResolvedModel, model: Model) -> None:
         check_expectation(resolved, model)
         factory = pick_decoder(DECODERS, resolved.decoder, "pose")
-        self._decoder: PoseDecoder = factory()
-        self._decoder.check(model.outputs)
-        self._spec = image_spec(resolved, model)
-        self._model = model
-
-    def __call__(self, frame: Frame, threshold: float) -> VisionResult:
-        """Poses in ``frame`` whose score is at least ``threshold`` (none or one for MoveNet)."""
-        return run_timed(
-            self.kind,
-            self._spec,
-            self._model,
-            decode=self._decoder.decode,
-            frame=frame,
-            threshold=threshold,
-        )
+        decoder: PoseDecoder = factory()
+        decoder.check(model.outputs)
+        super().__init__(resolved, model, decoder.decode)
 
 
 class TwoStagePoseTask:
