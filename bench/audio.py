@@ -18,7 +18,7 @@ import time
 
 import soundfile
 
-from bench.common import AUDIO, Context, Row, daemon_config, in_process
+from bench.common import AUDIO, EARS, Context, Row, daemon_config, in_process
 from edged.audio_pipeline import AudioPipeline
 
 SOUND = "music_jazz_guitar.wav"
@@ -35,17 +35,7 @@ def realtime_factor(ctx: Context) -> Row:
             work,
             ctx.models,
             sources=[{"name": "mic", "kind": "wav", "uri": str(path), "realtime": False}],
-            pipelines=[
-                {
-                    "name": "ears",
-                    "source": "mic",
-                    "task": "audio",
-                    "model": AUDIO,
-                    "threads": 1,
-                    "publish": "all",
-                    "threshold": 0.0,
-                }
-            ],
+            pipelines=[EARS],
         ),
         connect_broker=False,
     )

@@ -24,6 +24,17 @@ DETECTOR = "ssd-mobilenet-v1-coco-int8"
 POSE = "movenet-lightning-int8"
 AUDIO = "yamnet"
 
+#: YAMNet on a source named "mic", publishing every window: the audio pipeline of the benchmarks.
+EARS: dict[str, Any] = {
+    "name": "ears",
+    "source": "mic",
+    "task": "audio",
+    "model": AUDIO,
+    "threads": 1,
+    "publish": "all",
+    "threshold": 0.0,
+}
+
 #: A figure as stored in ``--json``: numbers where possible.
 Value = float | int | str | bool | list[float] | None
 

@@ -38,7 +38,7 @@ import paho.mqtt.client as paho
 import tomlkit
 from paho.mqtt.enums import CallbackAPIVersion
 
-from bench.common import AUDIO, DETECTOR, POSE, REPO, Context, Row
+from bench.common import DETECTOR, EARS, POSE, REPO, Context, Row
 from edged.broker import LocalBroker
 
 #: Peak resident memory allowed with the three models loaded and running, MiB.
@@ -85,15 +85,7 @@ def write_config(ctx: Context, work: Path, broker: LocalBroker) -> Path:
                 "publish": "all",
                 "max_fps": 10,
             },
-            {
-                "name": "ears",
-                "source": "mic",
-                "task": "audio",
-                "model": AUDIO,
-                "threads": 1,
-                "publish": "all",
-                "threshold": 0.0,
-            },
+            EARS,
         ],
     }
     path = work / "edged.toml"
