@@ -64,7 +64,10 @@ class Requirement:
         return cls(m["metric"], m["op"], float(m["value"]))
 
     def __str__(self) -> str:
-        return f"{self.metric}{self.op}{self.value:g}"
+        # Exactly what parse() reads back: a bar printed with 6 digits and
+        # parsed again could let through a model that misses it by a hair.
+        short = f"{self.value:g}"
+        return f"{self.metric}{self.op}{short if float(short) == self.value else repr(self.value)}"
 
     def failure(self, metrics: Mapping[str, float | None]) -> str | None:
         """None when met, else why not (``recall(person)=0.857, needs >=0.9``)."""

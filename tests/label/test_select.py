@@ -210,3 +210,10 @@ class TestOnTheShippedGoldenSet:
         ).chosen
         assert f'model = "{chosen}"' in cfg.read_text()
         assert cfg.read_text().startswith("# comment\n")
+
+
+def test_a_requirement_prints_as_it_parses() -> None:
+    """str() round-trips: a computed bar keeps every digit, a typed one stays as typed."""
+    bar = Requirement.parse(f"p95_ms<={23.4861 / 3 * 3 + 1e-9}")
+    assert Requirement.parse(str(bar)) == bar
+    assert str(Requirement.parse("recall(person)>=0.9")) == "recall(person)>=0.9"
