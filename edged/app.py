@@ -11,8 +11,11 @@ graph runs and stops before it.
 
 from __future__ import annotations
 
+import contextlib
 import os
+import select
 import signal
+import socket
 import threading
 import time
 from collections import deque
@@ -74,7 +77,15 @@ class App:
         self.notifier = notifier or Notifier()
         self.started_mono = time.monotonic()
         self._stop = threading.Event()
-        self._wake = threading.Event()
+        # Stop and reload requests come from signal handlers, which must not
+        # take a lock: one the main thread holds (an Event's, while it enters
+        # wait()) deadlocks the process. Requests therefore set a plain flag
+        # or append to a deque and write a byte to a socket, and the main
+        # loop sleeps on that socket (socket.send takes no Python lock).
+        self._stop_requested = False
+        self._wake_r, self._wake_w = socket.socketpair()
+        self._wake_r.setblocking(False)
+        self._wake_w.setblocking(False)
         self._reloads: deque[Future[ReloadOutcome]] = deque()  # deque: no lock in signal handlers
         self._lock = threading.RLock()  # guards graph swaps against commands and housekeeping
         # Held while a result is handed over and while a command flips a
@@ -229,9 +240,14 @@ class App:
 
     # -- control ---------------------------------------------------------
     def request_stop(self) -> None:
-        """Ask the daemon to stop (signal handlers call this; it only sets flags)."""
-        self._stop.set()
-        self._wake.set()
+        """Ask the daemon to stop (signal handlers call this: it takes no lock)."""
+        self._stop_requested = True
+        self._poke()
+
+    def _poke(self) -> None:
+        """Wake the main loop; lock-free, so that a signal handler may call it."""
+        with contextlib.suppress(BlockingIOError, OSError):  # full: it is awake anyway
+            self._wake_w.send(b"!")
 
     def request_reload(self) -> Future[ReloadOutcome]:
         """Ask the main loop to reload the configuration (SIGHUP, the ``reload`` command).
@@ -241,7 +257,7 @@ class App:
         """
         done: Future[ReloadOutcome] = Future()
         self._reloads.append(done)
-        self._wake.set()
+        self._poke()
         return done
 
     def _take_reloads(self) -> list[Future[ReloadOutcome]]:
@@ -294,8 +310,13 @@ class App:
 
     def wait(self, timeout: float | None = None) -> bool:
         """Block until stop or reload was requested (or ``timeout``); True if stopping."""
-        self._wake.wait(timeout)
-        self._wake.clear()
+        if not (self._stop_requested or self._reloads):
+            select.select([self._wake_r], [], [], timeout)
+        with contextlib.suppress(BlockingIOError):
+            while self._wake_r.recv(512):
+                pass
+        if self._stop_requested:
+            self._stop.set()  # here, in the main thread's normal flow, not in the handler
         return self._stop.is_set()
 
     def run_until_stopped(self, load: Loader) -> None:
@@ -328,6 +349,8 @@ class App:
         self.outbox.close(grace_s=max(0.0, deadline - time.monotonic() - 1.5), timeout=2.0)
         self.mqtt.stop(timeout=max(0.5, deadline - time.monotonic()))
         self.graph.close_models()
+        self._wake_r.close()
+        self._wake_w.close()
         log.info("stopped")
 
 
