@@ -25,6 +25,19 @@ from typing import Final
 BACKGROUND_NICE: Final = 5
 
 
+def usable_cores() -> int:
+    """CPUs this process may run on (its affinity mask, not the machine's total)."""
+    try:
+        return len(os.sched_getaffinity(0))
+    except AttributeError:  # not Linux
+        return os.cpu_count() or 1
+
+
+def fills_every_core(threads: int) -> bool:
+    """True when ``threads`` inference threads leave no core for other work."""
+    return threads >= usable_cores()
+
+
 def lower_this_thread(increment: int = BACKGROUND_NICE) -> bool:
     """Raise the calling thread's nice value by ``increment``; False where not possible.
 

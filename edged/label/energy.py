@@ -26,7 +26,6 @@ is why the label says *estimated* whenever they are used.
 from __future__ import annotations
 
 import contextlib
-import os
 import platform
 import threading
 import time
@@ -35,6 +34,7 @@ from pathlib import Path
 from typing import Literal
 
 from edged.errors import EdgedError
+from edged.sched import usable_cores
 
 RAPL_ROOT = Path("/sys/class/powercap")
 
@@ -281,7 +281,4 @@ def cpu_model() -> str:
 
 def cpu_count() -> int:
     """CPUs this process may run on (the affinity mask, not the machine's total)."""
-    try:
-        return len(os.sched_getaffinity(0))
-    except AttributeError:  # not Linux
-        return os.cpu_count() or 1
+    return usable_cores()
