@@ -22,6 +22,7 @@ from edged.capture.base import VideoSource
 from edged.capture.factory import open_video_source
 from edged.check import Preflight
 from edged.pipeline import Emit, EmitEvents, Pipeline
+from edged.sched import fills_every_core
 from edged.settings import Settings
 from edged.tasks import VisionTask, build_task
 
@@ -95,7 +96,9 @@ class Graph:
             else:
                 if p.source not in video:
                     video[p.source] = open_video_source(src)
-                slot = video[p.source].subscribe()
+                # A model using every core gets its frames read on demand:
+                # decoding beside it would only slow its inference down.
+                slot = video[p.source].subscribe(on_demand=fills_every_core(p.threads))
                 pipelines[p.name] = Pipeline(p, cast(VisionTask, task), slot, emit, emit_events)
         return cls(settings, video, audio, pipelines, dict(checked.models))
 

@@ -143,6 +143,39 @@ class Pipeline:
             self._emit_events(self, frame, events)
         return any(e.kind != "update" for e in events)
 
+    def _process(self, frame: Frame) -> bool:
+        """Infer, record, track, publish and offload one frame; False when inference failed."""
+        # Offload: the model reports down to the band's low edge, so the
+        # policy sees uncertain scores; publishing still uses the threshold.
+        floor = self.threshold if self.offload is None else min(self.threshold, self.offload.floor)
+        try:
+            seen = self._filter(self.task(frame, floor))
+        except Exception:  # a bad frame must not kill the pipeline thread
+            self.errors += 1
+            log.exception("inference_failed", frame=frame.id)
+            return False
+        finally:
+            # Inference is done: an on-demand source may read the next
+            # frame while this thread publishes the result.
+            self._slot.want()
+        result = seen if floor >= self.threshold else _at_least(seen, self.threshold)
+        done = time.monotonic()
+        self.processed += 1
+        self.last_progress = done
+        self._done_mono.append(done)
+        self._infer_ms.append(result.timing.infer)
+        self._latency_ms.append((done - frame.mono) * 1e3)
+        changed = self._track(frame, result)
+        submit = self.offload.decide(seen) if self.offload is not None else None
+        if self._policy.should_publish(result.items, done, changed=changed) or submit:
+            local_id = self._emit(self, frame, result)
+            self.published += 1
+            # An offloaded frame's result is published even when the policy
+            # would skip it: the verdict's ref must name a delivered result.
+            if submit is not None and local_id is not None:
+                submit(frame, local_id)
+        return True
+
     def _loop(self) -> None:
         structlog.contextvars.bind_contextvars(pipeline=self.name, model=self.settings.model)
         period = 1.0 / self.settings.max_fps
@@ -160,34 +193,8 @@ class Pipeline:
             if self._gate is not None and not self._gate.should_run(frame):
                 continue
             started = time.monotonic()
-            # Offload: the model reports down to the band's low edge, so the
-            # policy sees uncertain scores; publishing still uses the threshold.
-            floor = (
-                self.threshold if self.offload is None else min(self.threshold, self.offload.floor)
-            )
-            try:
-                seen = self._filter(self.task(frame, floor))
-            except Exception:  # a bad frame must not kill the pipeline thread
-                self.errors += 1
-                log.exception("inference_failed", frame=frame.id)
-                continue
-            result = seen if floor >= self.threshold else _at_least(seen, self.threshold)
-            done = time.monotonic()
-            frame_seen = frame
-            self.processed += 1
-            self.last_progress = done
-            self._done_mono.append(done)
-            self._infer_ms.append(result.timing.infer)
-            self._latency_ms.append((done - frame.mono) * 1e3)
-            changed = self._track(frame, result)
-            submit = self.offload.decide(seen) if self.offload is not None else None
-            if self._policy.should_publish(result.items, done, changed=changed) or submit:
-                local_id = self._emit(self, frame, result)
-                self.published += 1
-                # An offloaded frame's result is published even when the policy
-                # would skip it: the verdict's ref must name a delivered result.
-                if submit is not None and local_id is not None:
-                    submit(frame, local_id)
+            if self._process(frame):
+                frame_seen = frame
             # Cap the inference rate; frames arriving meanwhile replace each
             # other in the slot, so the next one taken is the freshest.
             delay = started + period - time.monotonic()

@@ -180,7 +180,16 @@ class PipelineSettings(_Section):
         30.0, gt=0, description="publish = changes: republish unchanged results this often, s."
     )
     max_fps: float = Field(5.0, gt=0, le=240, description="Inference rate cap, per second.")
-    threads: int = Field(2, ge=1, le=64, description="Inference threads for this model.")
+    threads: int = Field(
+        2,
+        ge=1,
+        le=64,
+        description=(
+            "Inference threads for this model. At the number of usable cores or more, a "
+            "`realtime = false` file source decodes this pipeline's next frame when it asks "
+            "for it, not beside its inference."
+        ),
+    )
     motion_gate: bool = Field(False, description="Skip frames without motion.")
     motion_area: float = Field(
         0.005,

@@ -3,12 +3,20 @@
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
 
 from edged.publish.outbox import Outbox
-from edged.sched import BACKGROUND_NICE, background, lower_this_thread
+from edged.sched import (
+    BACKGROUND_NICE,
+    background,
+    fills_every_core,
+    lower_this_thread,
+    usable_cores,
+)
 
 
 def nice_of(tid: int) -> int:
@@ -52,3 +60,26 @@ def test_the_outbox_writer_is_a_background_thread(tmp_path: Path) -> None:
         while nice_of(tid) != want and time.monotonic() < deadline:
             time.sleep(0.01)
         assert nice_of(tid) == want
+
+
+def test_usable_cores_follows_the_affinity_mask() -> None:
+    """A process pinned to one CPU counts one usable core, and 1 thread fills it."""
+    code = (
+        "from edged.sched import usable_cores, fills_every_core; "
+        "print(usable_cores(), fills_every_core(1))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", code],
+        capture_output=True,
+        text=True,
+        check=True,
+        preexec_fn=lambda: os.sched_setaffinity(0, {min(os.sched_getaffinity(0))}),
+    )
+    assert out.stdout.split() == ["1", "True"]
+
+
+def test_fewer_threads_than_cores_leave_a_core_free() -> None:
+    """fills_every_core is True at the core count and False below it."""
+    assert fills_every_core(usable_cores())
+    if usable_cores() > 1:
+        assert not fills_every_core(usable_cores() - 1)

@@ -118,13 +118,16 @@ class VideoSource(SourceLifecycle, ABC):
 
     # -- public API -----------------------------------------------------------
 
-    def subscribe(self) -> LatestSlot[Frame]:
+    def subscribe(self, *, on_demand: bool = False) -> LatestSlot[Frame]:
         """A new latest-frame slot that receives every frame from now on.
 
         All subscribers get the same :class:`Frame` object (no copy per
         consumer). After the source ended or stopped the slot comes back closed.
+        ``on_demand`` only matters to a file read as fast as possible: it
+        reads the next frame when this reader asks for it instead of while
+        the reader is busy (see :meth:`_readers_ready`).
         """
-        slot: LatestSlot[Frame] = LatestSlot()
+        slot: LatestSlot[Frame] = LatestSlot(on_demand=on_demand)
         with self._slots_lock:
             if self._slots_closed:
                 slot.close()
@@ -248,11 +251,20 @@ class VideoSource(SourceLifecycle, ABC):
             self._close_quietly()
 
     def _readers_ready(self) -> bool:
-        """Lock-step for a file read as fast as possible: wait until every reader took
-        the previous frame, so no frame is dropped and decoding overlaps inference.
-        False when stop was requested meanwhile."""
-        for slot in list(self._slots):
-            while not slot.wait_taken(0.2):
+        """Lock-step for a file read as fast as possible, so no frame is dropped.
+
+        Each reader is waited for in its slot's way: until it took the previous
+        frame (decoding then overlaps its inference, which pays when inference
+        leaves a core free), or, for an ``on_demand`` slot, until it asks for
+        the next one (decoding then waits for inference to finish, which pays
+        when inference uses every core: a decode beside it would preempt one
+        of the runtime's workers, and the whole operator waits for that one).
+        False when stop was requested meanwhile.
+        """
+        for slot in self._slots:
+            ready = slot.wait_wanted if slot.on_demand else slot.wait_taken
+            # A slot unsubscribed meanwhile has nobody left to wait for.
+            while not ready(0.2) and slot in self._slots:
                 if self._stop_flag.is_set():
                     return False
         return True

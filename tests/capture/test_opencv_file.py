@@ -98,6 +98,38 @@ def test_file_read_as_fast_as_possible_waits_for_its_reader(
     assert slot.dropped == 0
 
 
+def test_on_demand_reader_gets_every_frame_and_nothing_is_read_ahead(
+    make_source: MakeSource, walking_clip: Path
+) -> None:
+    """An on-demand slot: the file is read only when the reader asks, yet nothing is dropped."""
+    source = make_source(uri=str(walking_clip), realtime=False, fps=240)
+    slot = source.subscribe(on_demand=True)
+    source.start()
+    first = slot.get(timeout=5.0)
+    assert first is not None
+    assert first.id == 0
+    time.sleep(0.3)  # a read-ahead source would have put frame 1 by now
+    assert not slot.pending
+    assert source.status.frames == 1
+    ids = [first.id, *drain(slot, delay=0.002)]
+    assert ids == list(range(WALKING_FRAMES))
+    assert slot.dropped == 0
+
+
+def test_an_unsubscribed_reader_no_longer_holds_the_file_back(
+    make_source: MakeSource, walking_clip: Path
+) -> None:
+    """A reader that never asks, once unsubscribed, does not stall the other readers."""
+    source = make_source(uri=str(walking_clip), realtime=False, fps=240)
+    idle = source.subscribe(on_demand=True)
+    slot = source.subscribe()
+    source.start()
+    time.sleep(0.3)
+    assert source.status.frames == 0  # held back by the idle reader
+    source.unsubscribe(idle)
+    assert drain(slot) == list(range(WALKING_FRAMES))
+
+
 def test_subscribers_share_the_same_frame_object(
     make_source: MakeSource, walking_clip: Path
 ) -> None:

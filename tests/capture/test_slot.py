@@ -92,3 +92,41 @@ def test_counters_account_for_every_put(ops: list[str]) -> None:
         else:
             slot.close()
         assert slot.put_count == slot.taken + slot.dropped + int(slot.pending)
+
+
+def test_wait_wanted_returns_only_once_a_reader_asks() -> None:
+    """An on-demand producer waits until a reader is in get(), not merely until a take."""
+    slot: LatestSlot[int] = LatestSlot(on_demand=True)
+    assert not slot.wait_wanted(0.05)  # nobody asked yet
+    got: list[int | None] = []
+    reader = threading.Thread(target=lambda: got.append(slot.get(timeout=2.0)))
+    reader.start()
+    assert slot.wait_wanted(2.0)
+    slot.put(7)
+    reader.join(timeout=2.0)
+    assert got == [7]
+    assert not slot.wait_wanted(0.05)  # the put answered that request
+
+
+def test_want_asks_for_the_next_item_before_get() -> None:
+    """want() lets the producer start on the next item while the reader still works."""
+    slot: LatestSlot[int] = LatestSlot(on_demand=True)
+    slot.want()
+    assert slot.wait_wanted(0)
+    slot.put(1)
+    assert not slot.wait_wanted(0.02)  # an item is pending: nothing more is wanted
+    assert slot.get(timeout=0) == 1
+
+
+def test_want_is_a_no_op_on_a_plain_slot() -> None:
+    """A slot that is not on demand never reports a request."""
+    slot: LatestSlot[int] = LatestSlot()
+    slot.want()
+    assert not slot.wait_wanted(0.02)
+
+
+def test_wait_wanted_returns_when_the_slot_closes() -> None:
+    """close() releases a producer waiting for a request."""
+    slot: LatestSlot[int] = LatestSlot(on_demand=True)
+    threading.Timer(0.05, slot.close).start()
+    assert slot.wait_wanted(2.0)

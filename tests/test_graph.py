@@ -1,0 +1,49 @@
+"""Graph wiring: how each pipeline's latest-frame slot is fed."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edged.catalog.catalog import load_catalog
+from edged.check import preflight
+from edged.graph import Graph
+from edged.pipeline import Pipeline
+from edged.sched import usable_cores
+from edged.settings import load_settings
+from tests.helpers.daemon import base_config, write_config
+
+
+def pipeline(name: str, threads: int) -> dict[str, Any]:
+    return {
+        "name": name,
+        "source": "clip",
+        "task": "detection",
+        "model": "ssd-mobilenet-v1-coco-int8",
+        "threads": threads,
+    }
+
+
+@pytest.mark.skipif(usable_cores() < 2, reason="needs a core left over for a 1-thread model")
+def test_a_model_on_every_core_reads_on_demand_and_a_smaller_one_reads_ahead(
+    tmp_path: Path, models_dir: Path, media_dir: Path
+) -> None:
+    """threads >= usable cores → on-demand slot; fewer threads → the source decodes ahead."""
+    cfg = base_config(tmp_path, models_dir, None)
+    cfg["sources"] = [
+        {"name": "clip", "kind": "file", "uri": media_dir / "person_walking_0-30s.mp4"}
+    ]
+    cfg["pipelines"] = [pipeline("wide", usable_cores()), pipeline("narrow", 1)]
+    path = tmp_path / "edged.toml"
+    write_config(path, cfg)
+    settings = load_settings(path)
+    checked = preflight(settings, load_catalog(settings.models.catalog), connect_broker=False)
+    assert not checked.problems, checked.problems
+    graph = Graph.build(settings, checked, lambda *a: None, lambda *a: None, lambda *a: None)
+    wide, narrow = graph.pipelines["wide"], graph.pipelines["narrow"]
+    assert isinstance(wide, Pipeline)
+    assert isinstance(narrow, Pipeline)
+    assert wide._slot.on_demand
+    assert not narrow._slot.on_demand
