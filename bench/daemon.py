@@ -7,10 +7,15 @@ camera), YAMNet on ``speech_jfk.wav`` (real time, looped, like a
 microphone), every result published to a local mosquitto.
 
 - *footprint*: once every pipeline has published, results flow for a warm-up
-  (15 s) and then ``VmRSS`` (now), ``VmHWM`` (peak since start) come from
-  ``/proc/<pid>/status`` and ``Pss`` from ``/proc/<pid>/smaps_rollup``
-  (shared library pages split between the processes using them). The
-  verdict is on the peak: that is what has to fit in the device's memory.
+  (15 s) and then ``VmRSS`` (now), ``VmHWM`` (peak since start) and its
+  anonymous and file-backed parts come from ``/proc/<pid>/status``, ``Pss``
+  from ``/proc/<pid>/smaps_rollup`` (shared library pages split between the
+  processes using them). The verdict is on the peak: that is what has to fit
+  in the device's memory. The file-backed part (mapped shared libraries and
+  models) depends on the kernel as much as on the daemon: a block device with
+  a large read-ahead (``/sys/block/*/queue/read_ahead_kb``) makes each page
+  fault map a large folio, so the row also names the read-ahead of the disk
+  the libraries are on.
 - *startup*: ``NOTIFY_SOCKET`` names a unix datagram socket bound here, as
   systemd's would be; the figure is the time from spawning the process to
   ``READY=1``, which the daemon sends after loading and warming up the
@@ -34,6 +39,7 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+import cv2
 import paho.mqtt.client as paho
 import tomlkit
 from paho.mqtt.enums import CallbackAPIVersion
@@ -166,6 +172,19 @@ def proc_kib(path: Path, *keys: str) -> dict[str, int]:
     return out
 
 
+def readahead_kb(path: Path) -> int | None:
+    """The read-ahead, in kB, of the block device holding ``path``; None when unknown."""
+    dev = path.stat().st_dev
+    base = Path(f"/sys/dev/block/{os.major(dev)}:{os.minor(dev)}")
+    # A partition has no queue of its own: its disk's is one level up.
+    for queue in (base / "queue", base.resolve().parent / "queue"):
+        try:
+            return int((queue / "read_ahead_kb").read_text())
+        except (OSError, ValueError):
+            continue
+    return None
+
+
 def footprint(ctx: Context) -> Row:
     """RSS (now and peak) and PSS of the daemon with detection, pose and audio running."""
     warm_s = 5.0 if ctx.quick else 15.0
@@ -187,24 +206,35 @@ def footprint(ctx: Context) -> Row:
                 time.sleep(warm_s)
                 if proc.poll() is not None:
                     raise RuntimeError(exited(proc, config))
-                status = proc_kib(Path(f"/proc/{proc.pid}/status"), "VmRSS", "VmHWM")
+                status = proc_kib(
+                    Path(f"/proc/{proc.pid}/status"), "VmRSS", "VmHWM", "RssAnon", "RssFile"
+                )
                 rollup = Path(f"/proc/{proc.pid}/smaps_rollup")
                 pss = proc_kib(rollup, "Pss").get("Pss") if rollup.exists() else None
         finally:
             results.close()
     rss, hwm = status["VmRSS"] / 1024, status["VmHWM"] / 1024
+    anon, mapped = status["RssAnon"] / 1024, status["RssFile"] / 1024
     pss_mib = pss / 1024 if pss is not None else None
     pss_text = f", PSS {pss_mib:.0f} MiB" if pss_mib is not None else ""
+    ra = readahead_kb(Path(cv2.__file__))
+    ra_text = f"; disk read-ahead {ra} kB" if ra is not None else ""
     return Row(
         key="rss",
         measurement=f"memory, detection + pose + audio running ({warm_s:.0f} s warm)",
-        figure=f"RSS {rss:.0f} MiB, peak (VmHWM) {hwm:.0f} MiB{pss_text}",
+        figure=(
+            f"RSS {rss:.0f} MiB (anon {anon:.0f} + file {mapped:.0f}), "
+            f"peak (VmHWM) {hwm:.0f} MiB{pss_text}{ra_text}"
+        ),
         target=f"peak ≤ {RSS_TARGET_MIB:.0f} MiB",
         ok=hwm <= RSS_TARGET_MIB,
         values={
             "rss_mib": round(rss, 1),
             "hwm_mib": round(hwm, 1),
             "pss_mib": round(pss_mib, 1) if pss_mib is not None else None,
+            "anon_mib": round(anon, 1),
+            "file_mib": round(mapped, 1),
+            "readahead_kb": ra,
             "results_seen": results.count,
             "warm_s": warm_s,
         },
