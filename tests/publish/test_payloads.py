@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import math
+import os
 import time
 import uuid
 
@@ -158,6 +159,23 @@ def test_ids_are_time_ordered() -> None:
         ids.append(new_id())
         time.sleep(0.002)
     assert ids == sorted(ids)
+
+
+def test_a_forked_child_does_not_repeat_its_parents_ids() -> None:
+    """After fork the child draws other random bits than the parent (ids stay unique)."""
+    random_bits = (1 << 74) - 1  # below the 48-bit ms timestamp and the version
+    read, write = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: report one id and leave without running pytest's atexit
+        os.write(write, new_id().encode())
+        os._exit(0)
+    os.close(write)
+    _, status = os.waitpid(pid, 0)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    assert os.waitstatus_to_exitcode(status) == 0
+    parent = new_id()
+    assert uuid.UUID(child).int & random_bits != uuid.UUID(parent).int & random_bits
 
 
 def test_result_cannot_be_encoded_without_seq() -> None:
