@@ -41,11 +41,12 @@ from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve_entry
 from edged.errors import EdgedError
 from edged.infer.registry import load_model
-from edged.label.energy import EnergyMeter, cpu_count, cpu_model, profile
+from edged.label.energy import EnergyMeter, cpu_model, profile
 from edged.label.evaluate import Evaluation, prepare
 from edged.label.fileinfo import read_quantization
 from edged.label.golden import default_golden, load_golden
 from edged.label.nutrition import Device, Energy, Latency, NutritionLabel, iso_now
+from edged.sched import usable_cores
 from edged.tasks import TASKS
 
 #: A model's bench should take seconds; this bounds a runtime that hangs.
@@ -151,7 +152,7 @@ def measure(spec: BenchSpec) -> NutritionLabel:
         runtime=model.runtime,
         threads=spec.threads,
         device=Device(
-            cpu=cpu_model(), cores=cpu_count(), arch=platform.machine(), profile=device.name
+            cpu=cpu_model(), cores=usable_cores(), arch=platform.machine(), profile=device.name
         ),
         latency_ms=Latency(
             p50=round(float(np.percentile(lat, 50)), 3),

@@ -34,7 +34,6 @@ from pathlib import Path
 from typing import Literal
 
 from edged.errors import EdgedError
-from edged.sched import usable_cores
 
 RAPL_ROOT = Path("/sys/class/powercap")
 
@@ -277,8 +276,3 @@ def cpu_model() -> str:
         if fields.get(key):
             return fields[key]
     return platform.processor() or platform.machine()
-
-
-def cpu_count() -> int:
-    """CPUs this process may run on (the affinity mask, not the machine's total)."""
-    return usable_cores()
