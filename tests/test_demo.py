@@ -23,7 +23,14 @@ import pytest
 import tomli_w
 
 from edged.catalog.catalog import data_dir, default_catalog_path
-from edged.demo import DEMO_MODELS, DEMO_PHOTOS, DEMO_SOUND, EX_UNAVAILABLE, run_demo
+from edged.demo import (
+    DEMO_MODELS,
+    DEMO_PHOTOS,
+    DEMO_SOUND,
+    EX_UNAVAILABLE,
+    run_demo,
+    stage_photos,
+)
 from edged.label.golden import golden_dir, load_golden
 
 REPO = Path(__file__).resolve().parent.parent
@@ -69,6 +76,16 @@ def test_the_demo_media_are_the_shipped_ones_by_sha256() -> None:
     """The hashes the demo checks before use match the shipped files."""
     for name, sha in (*DEMO_PHOTOS.items(), DEMO_SOUND):
         assert _sha256(MEDIA / name) == sha, name
+
+
+def test_staging_replaces_links_left_by_a_removed_checkout(tmp_path: Path) -> None:
+    """A workdir whose links dangle (their venv or clone was deleted) is staged again."""
+    dest = tmp_path / "media"
+    dest.mkdir()
+    (dest / "grace_hopper.jpg").symlink_to(tmp_path / "deleted-venv" / "grace_hopper.jpg")
+    stage_photos(MEDIA, dest)
+    for name in (*DEMO_PHOTOS, DEMO_SOUND[0]):
+        assert (dest / name).resolve() == (MEDIA / name).resolve()
 
 
 # -- models that cannot be fetched -------------------------------------------------
@@ -128,6 +145,25 @@ def test_no_model_at_all_fails_naming_each_model_where_it_tried_and_what_to_do(
     assert pull in text
     assert "no demo model could be installed, so nothing can run" in text
     assert "started mosquitto" not in out.getvalue()  # nothing was started for nothing
+
+
+def test_the_models_mirror_setting_comes_before_the_environment_variable(
+    offline: str, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
+    """[models] mirror (here EDGED_MODELS__MIRROR) wins over EDGED_MODEL_MIRROR, as in models pull."""
+    setting, env = tmp_path / "setting", tmp_path / "env"
+    setting.mkdir()
+    env.mkdir()
+    monkeypatch.setenv("EDGED_MODELS__MIRROR", str(setting))
+    monkeypatch.setenv("EDGED_MODEL_MIRROR", str(env))
+    out, err = io.StringIO(), io.StringIO()
+    assert (
+        run_demo(duration_s=1, workdir=tmp_path / "w", media=None, out=out, err=err)
+        == EX_UNAVAILABLE
+    )
+    assert f"models: from mirror {setting}, then the publishers' URLs" in out.getvalue()
+    assert f"mirror {setting}: no file yamnet.tflite" in err.getvalue()
+    assert str(env) not in out.getvalue() + err.getvalue()
 
 
 @pytest.mark.broker
