@@ -257,7 +257,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="where models and state go (default: a cache dir)",
     )
     p.add_argument(
-        "--media", type=Path, default=None, help="sample media directory (default: EDGED_MEDIA_DIR)"
+        "--media",
+        type=Path,
+        default=None,
+        help="sample media directory (default: EDGED_MEDIA_DIR, else the media shipped with edged)",
     )
     p.set_defaults(func=cmd_demo)
     _add_cloud(sub)

@@ -16,6 +16,7 @@ import structlog
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
 from tests.helpers.broker import *  # noqa: F403  (broker fixtures are registered by name)
+from tests.helpers.www import *  # noqa: F403  (the loopback HTTP server fixture, by name)
 
 REPO = Path(__file__).resolve().parent.parent
 

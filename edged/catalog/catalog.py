@@ -1,7 +1,7 @@
 """The model catalog: which models exist, where to get them, what they must look like.
 
 The catalog is a TOML file (``models/catalog.toml`` in the source tree,
-installed to ``<prefix>/share/edged/models``). It is parsed into frozen
+installed to ``<prefix>/share/edged/models``, see :func:`data_dir`). It is parsed into frozen
 pydantic models so that a broken catalog fails with the entry and key named.
 
 Models made on the device (``edged models quantize``) are described by a
@@ -130,15 +130,25 @@ class Catalog(_Strict):
         return [e.name for e in self.models]
 
 
+def data_dir() -> Path:
+    """Where edged's shipped data is: the catalog, label lists, golden sets, sample media.
+
+    ``models/`` at the top of a source tree (a checkout, an editable install),
+    else the copy ``pip install`` put under ``<prefix>/share/edged/models``
+    (the data-files of pyproject.toml).
+    """
+    source_tree = Path(__file__).resolve().parents[2] / "models"
+    if (source_tree / "catalog.toml").is_file():
+        return source_tree
+    return Path(sys.prefix) / "share" / "edged" / "models"
+
+
 def default_catalog_path() -> Path:
-    """Find the catalog: ``EDGED_CATALOG``, the source tree, then the installed copy."""
+    """Find the catalog: ``EDGED_CATALOG``, else the shipped one (:func:`data_dir`)."""
     env = os.environ.get("EDGED_CATALOG")
     if env:
         return Path(env)
-    source_tree = Path(__file__).resolve().parents[2] / "models" / "catalog.toml"
-    if source_tree.is_file():
-        return source_tree
-    return Path(sys.prefix) / "share" / "edged" / "models" / "catalog.toml"
+    return data_dir() / "catalog.toml"
 
 
 #: File name of the local catalog inside the models dir.

@@ -367,7 +367,10 @@ def add_commands(
     def measuring(p: argparse.ArgumentParser) -> None:
         p.add_argument("--golden", default=None, help="golden set name or TOML path")
         p.add_argument(
-            "--media", type=Path, default=None, help="media dir (default: EDGED_MEDIA_DIR)"
+            "--media",
+            type=Path,
+            default=None,
+            help="media dir (default: EDGED_MEDIA_DIR, else the media shipped with edged)",
         )
         p.add_argument("--runs", type=int, default=50, help="timed inferences after warm-up")
         p.add_argument("--warmup", type=int, default=5, help="untimed inferences first")

@@ -1,8 +1,9 @@
 """Golden sets: small TOML files listing media and what a good model should find in them.
 
 A golden set names its task and lists items; each item is one media file,
-given *relative to the media dir* (``--media DIR`` or ``EDGED_MEDIA_DIR``),
-never by absolute path, so the same file works on every device and in CI::
+given *relative to the media dir* (``--media DIR``, ``EDGED_MEDIA_DIR``, or
+the sample media shipped in ``models/media``), never by absolute path, so the
+same file works on every device and in CI::
 
     name = "coco-photos"
     task = "detection"
@@ -39,7 +40,7 @@ import numpy as np
 import numpy.typing as npt
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from edged.catalog.catalog import default_catalog_path
+from edged.catalog.catalog import data_dir, default_catalog_path
 from edged.errors import EdgedError
 
 Box = tuple[float, float, float, float]
@@ -155,19 +156,28 @@ def load_golden(ref: str | Path) -> GoldenSet:
         raise GoldenError(f"golden set {path} is invalid: {where}") from None
 
 
+def shipped_media_dir() -> Path:
+    """The sample media shipped with edged (``models/media``, beside the golden sets)."""
+    return data_dir() / "media"
+
+
 def media_dir(explicit: Path | None = None) -> Path:
-    """The media dir: ``--media``, else ``EDGED_MEDIA_DIR``; GoldenError when neither is usable."""
+    """The media dir: ``--media``, else ``EDGED_MEDIA_DIR``, else the shipped sample media.
+
+    The golden sets and ``edged demo`` resolve media through here, so an
+    installed edged finds its own samples with nothing set. GoldenError when
+    the chosen directory does not exist.
+    """
     if explicit is not None:
-        path = explicit
+        path, origin = explicit, "--media"
     elif env := os.environ.get("EDGED_MEDIA_DIR"):
-        path = Path(env)
+        path, origin = Path(env), "EDGED_MEDIA_DIR"
     else:
-        raise GoldenError(
-            "golden sets name their media relative to a media dir: pass --media DIR "
-            "or set EDGED_MEDIA_DIR"
-        )
+        # Only an incomplete install gets here: say what else would work.
+        path = shipped_media_dir()
+        origin = "the sample media shipped with edged; pass --media DIR or set EDGED_MEDIA_DIR"
     if not path.is_dir():
-        raise GoldenError(f"media dir {path} is not a directory")
+        raise GoldenError(f"media dir {path} is not a directory ({origin})")
     return path
 
 

@@ -2,14 +2,25 @@
 
 from __future__ import annotations
 
+import shutil
 import tomllib
 from pathlib import Path
 
 import numpy as np
 import pytest
 
-from edged.label.golden import GoldenError, golden_dir, load_golden, media_dir, media_path
+from edged.__main__ import main
+from edged.catalog.catalog import data_dir, load_catalog
+from edged.label.golden import (
+    GoldenError,
+    golden_dir,
+    load_golden,
+    media_dir,
+    media_path,
+    shipped_media_dir,
+)
 from edged.label.metrics import DetectionCounts, pck, top_k_hit
+from edged.label.nutrition import load_label
 from edged.types import Detection
 
 REFERENCE_BOXES = Path(__file__).resolve().parents[1] / "decode" / "reference_boxes.toml"
@@ -83,16 +94,67 @@ class TestFormat:
         with pytest.raises(GoldenError, match="shipped: coco-photos"):
             load_golden("no-such-set")
 
-    def test_media_dir_needs_a_flag_or_the_environment(
+
+class TestMediaDir:
+    """--media, then EDGED_MEDIA_DIR, then the sample media shipped with edged."""
+
+    def test_without_flag_or_environment_the_shipped_media_are_used(
+        self, monkeypatch: pytest.MonkeyPatch
+    ) -> None:
+        """Every item of every shipped set resolves with nothing set (a fresh install)."""
+        monkeypatch.delenv("EDGED_MEDIA_DIR", raising=False)
+        media = media_dir()
+        assert media == shipped_media_dir() == data_dir() / "media"
+        for path in golden_dir().glob("*.toml"):
+            for item in load_golden(path).items:
+                assert media_path(media, item.media).is_file()
+                if item.keypoints_csv:
+                    assert media_path(media, item.keypoints_csv).is_file()
+
+    def test_the_environment_overrides_the_shipped_media_and_the_flag_overrides_both(
         self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
     ) -> None:
-        monkeypatch.delenv("EDGED_MEDIA_DIR", raising=False)
-        with pytest.raises(GoldenError, match="--media DIR or set EDGED_MEDIA_DIR"):
-            media_dir()
         monkeypatch.setenv("EDGED_MEDIA_DIR", str(tmp_path))
         assert media_dir() == tmp_path
+        assert media_dir(shipped_media_dir()) == shipped_media_dir()
         with pytest.raises(GoldenError, match="not found"):
             media_path(tmp_path, "astronaut.png")
+
+    def test_a_missing_dir_is_named_with_where_it_came_from(
+        self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+    ) -> None:
+        monkeypatch.setenv("EDGED_MEDIA_DIR", str(tmp_path / "nope"))
+        with pytest.raises(GoldenError, match=r"nope is not a directory \(EDGED_MEDIA_DIR\)"):
+            media_dir()
+        with pytest.raises(GoldenError, match=r"gone is not a directory \(--media\)"):
+            media_dir(tmp_path / "gone")
+
+    def test_bench_scores_the_sound_clips_from_the_shipped_media(
+        self,
+        monkeypatch: pytest.MonkeyPatch,
+        models_dir: Path,
+        tmp_path: Path,
+        capsys: pytest.CaptureFixture[str],
+    ) -> None:
+        """``models bench`` with EDGED_MEDIA_DIR unset: the derived mono clips keep YAMNet's score."""
+        monkeypatch.delenv("EDGED_MEDIA_DIR", raising=False)
+        models = tmp_path / "models"
+        models.mkdir()
+        for art in load_catalog().get("yamnet").artifacts():
+            shutil.copy2(models_dir / art.name, models / art.name)
+        rc = main(
+            ["models", "bench", "yamnet", "--models-dir", str(models), "--runs", "2",
+             "--warmup", "0"]
+        )  # fmt: skip
+        assert rc == 0, capsys.readouterr().err
+        label = load_label(models, "yamnet")
+        assert label is not None
+        accuracy = label.accuracy
+        assert accuracy is not None
+        assert accuracy.golden == "sound-clips"
+        # What the sources scored (stereo 44.1/48 kHz): every clip's class in the top 3,
+        # and the speech, guitar and typing first (the dogs rank "Animal" first).
+        assert accuracy.metrics == {"top1": 0.6, "top3": 1.0}
 
 
 def det(label: str, score: float, box: tuple[float, float, float, float]) -> Detection:
