@@ -41,3 +41,37 @@ def test_readme_opens_with_two_commands() -> None:
     assert len(blocks) == 2
     assert "edged demo" in blocks[0]
     assert blocks[1].strip() == "bash .ci/run"
+
+
+def _fault_matrix_test_ids() -> list[str]:
+    """Every `tests/...::name` the README's fault matrix names, with `…::` resolved."""
+    text = (REPO / "README.md").read_text()
+    section = text.split("## Fault matrix", 1)[1].split("\n## ", 1)[0]
+    ids: list[str] = []
+    for row in section.splitlines():
+        if not row.startswith("|"):
+            continue
+        last_file = ""
+        for ref in re.findall(r"`((?:tests/[\w/]+\.py|…)(?:::[\w\[\],.…-]+)+)`", row):
+            path, _, rest = ref.partition("::")
+            path = last_file if path == "…" else path
+            last_file = path
+            ids.append(f"{path}::{rest}")
+    return ids
+
+
+def test_fault_matrix_names_tests_that_exist() -> None:
+    """Each test the README's fault matrix names is defined in the file it names."""
+    ids = _fault_matrix_test_ids()
+    assert len(ids) >= 15
+    for node in ids:
+        path, *names = node.split("::")
+        source = (REPO / path).read_text()
+        for name in names:
+            bare = name.split("[", 1)[0]
+            if bare == "…":  # an elided class between file and test
+                continue
+            if bare.startswith("…"):  # an abbreviated name: only its tail is given
+                assert bare[1:] in source, node
+            else:
+                assert re.search(rf"\b(def|class) {re.escape(bare)}\b", source), node
