@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from edged.catalog.catalog import Catalog
+from edged.catalog.labels import unknown_label
 from edged.catalog.resolve import ResolvedModel, resolve
 from edged.errors import EdgedError
 from edged.infer.base import Model
@@ -39,6 +40,23 @@ class Preflight:
         self.models.clear()
 
 
+def _check_labels(key: str, p: PipelineSettings, resolved: ResolvedModel, out: Preflight) -> None:
+    # A name the model never reports filters out every result, silently
+    # ("Person" for COCO's "person"); an audio one stopped `run` with exit 1.
+    if p.labels and p.task == "pose":
+        out.warnings.append(
+            (f"{key}.labels", "has no effect: pose results carry keypoints, not labels")
+        )
+        return
+    see = (
+        f"; `edged models labels {resolved.name}` lists them" if resolved.entry is not None else ""
+    )
+    for j, name in enumerate(p.labels):
+        problem = unknown_label(name, resolved.labels, p.task)
+        if problem is not None:
+            out.problems.append((f"{key}.labels[{j}]", problem + see))
+
+
 def _check_pipeline(
     index: int, p: PipelineSettings, settings: Settings, catalog: Catalog, out: Preflight
 ) -> None:
@@ -48,6 +66,7 @@ def _check_pipeline(
     except EdgedError as exc:
         out.problems.append((f"{key}.model", str(exc)))
         return
+    _check_labels(key, p, resolved, out)
     try:
         model = load_model(resolved.path, runtime=resolved.runtime, threads=p.threads)
     except EdgedError as exc:

@@ -167,3 +167,91 @@ def test_world_readable_secret_is_a_warning(
     assert "warning: mqtt.password_file" in result.stderr
     assert "readable by every user" in result.stderr
     assert "hunter2" not in result.stdout + result.stderr
+
+
+# --- configurations that validated but could not run (issue 13 item 9) --------------
+
+
+def wav_config(
+    tmp_path: Path, models_dir: Path, media_dir: Path, task: str, model: str
+) -> dict[str, Any]:
+    cfg = base_config(tmp_path, models_dir, None)
+    cfg["sources"] = [{"name": "mic", "kind": "wav", "uri": media_dir / "speech_jfk.wav"}]
+    cfg["pipelines"] = [{"name": "p", "source": "mic", "task": task, "model": model}]
+    return cfg
+
+
+@pytest.mark.parametrize("command", ["check", "run"])
+def test_detection_on_a_wav_source_exits_78(
+    tmp_path: Path, models_dir: Path, media_dir: Path, command: str
+) -> None:
+    """A vision task on an audio source is a config error naming task and source, not exit 1."""
+    cfg = wav_config(tmp_path, models_dir, media_dir, "detection", "yolox-nano-coco")
+    args = ["--offline"] if command == "check" else []
+    result = edged(command, *args, "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    out = result.stdout + result.stderr
+    assert result.returncode == EX_CONFIG, out
+    assert "pipelines[0].task" in out
+    assert "pipelines[0].source 'mic'" in out
+    assert "Traceback" not in out
+
+
+def test_label_in_the_wrong_case_exits_78_with_the_right_name(
+    tmp_path: Path, models_dir: Path, media_dir: Path
+) -> None:
+    """labels = ["Person"] on a COCO model is refused at its key path, suggesting 'person'."""
+    cfg = good_config(tmp_path, models_dir, media_dir, None)
+    cfg["pipelines"][0]["labels"] = ["person", "Person", "bicyle"]
+    result = edged("check", "--offline", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    assert result.returncode == EX_CONFIG, result.stderr
+    err = result.stderr
+    assert "pipelines[0].labels[0]" not in err
+    assert "pipelines[0].labels[1]: 'Person' is not a label" in err
+    assert "did you mean 'person'" in err
+    assert "pipelines[0].labels[2]: 'bicyle'" in err
+    assert "'bicycle'" in err
+    assert "edged models labels ssd-mobilenet-v1-coco-int8" in err
+
+
+def test_bad_audio_label_makes_run_exit_78_with_its_key_path(
+    tmp_path: Path, models_dir: Path, media_dir: Path
+) -> None:
+    """An audio label YAMNet does not have stops `run` with 78 and the key path, not exit 1."""
+    cfg = wav_config(tmp_path, models_dir, media_dir, "audio", "yamnet")
+    cfg["pipelines"][0]["labels"] = ["Speech", "dog"]
+    result = edged("run", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    out = result.stdout + result.stderr
+    assert result.returncode == EX_CONFIG, out
+    assert "pipelines[0].labels[1]: 'dog' is not a label" in out
+    assert "'Dog'" in out
+    assert "Traceback" not in out
+
+
+def test_models_labels_prints_one_name_per_line(models_dir: Path) -> None:
+    """`edged models labels` lists bundled and downloaded label names in class-id order."""
+    coco = edged("models", "labels", "yolox-nano-coco")
+    assert coco.returncode == 0, coco.stderr
+    assert coco.stdout.splitlines()[:3] == ["person", "bicycle", "car"]
+    assert len(coco.stdout.splitlines()) == 80
+    yamnet = edged("models", "labels", "--models-dir", str(models_dir), "yamnet")
+    assert yamnet.returncode == 0, yamnet.stderr
+    names = yamnet.stdout.splitlines()
+    assert (len(names), names[0]) == (521, "Speech")
+    assert "Child speech, kid speaking" in names
+
+
+@pytest.mark.parametrize(
+    ("name", "needle"),
+    [
+        ("no-such-model", "'no-such-model' is not in the catalog"),
+        ("movenet-lightning-int8", "keypoints"),
+        ("/srv/model.tflite", "label_file"),
+    ],
+)
+def test_models_labels_explains_names_without_labels(name: str, needle: str) -> None:
+    """An unknown name, a pose model or a model path gets a one-line error, not a traceback."""
+    result = edged("models", "labels", name)
+    assert result.returncode == 1
+    assert needle in result.stderr
+    assert "Traceback" not in result.stderr
+    assert result.stdout == ""
