@@ -255,3 +255,85 @@ def test_models_labels_explains_names_without_labels(name: str, needle: str) -> 
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""
+
+
+# --- MQTT credentials (issue 17 item 6) --------------------------------------------
+
+
+@pytest.mark.broker
+@pytest.mark.parametrize("protocol", ["5", "3.1.1"])
+def test_refused_login_is_a_config_error(
+    tmp_path: Path,
+    models_dir: Path,
+    media_dir: Path,
+    broker_auth: RunningBroker,
+    protocol: str,
+) -> None:
+    """A wrong password is reported by `check` (exit 78) naming the keys; it is never printed."""
+    cfg = good_config(tmp_path, models_dir, media_dir, broker_auth)
+    cfg["mqtt"]["protocol"] = protocol
+    cfg["mqtt"]["password_file"].write_text("not-the-password\n")
+    result = edged("check", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    err = result.stderr
+    assert result.returncode == EX_CONFIG, err
+    assert "mqtt.password_file: broker" in err
+    assert "refused the login of user 'edged'" in err
+    assert "not-the-password" not in result.stdout + err
+
+
+@pytest.mark.broker
+def test_anonymous_login_refused_names_the_username(
+    tmp_path: Path, models_dir: Path, media_dir: Path, broker_auth: RunningBroker
+) -> None:
+    """No credentials against a broker that needs them: an error at mqtt.username."""
+    cfg = good_config(tmp_path, models_dir, media_dir, broker_auth)
+    cfg["mqtt"].update(username="", password_file="")
+    result = edged("check", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    assert result.returncode == EX_CONFIG, result.stderr
+    assert "mqtt.username: broker" in result.stderr
+    assert "anonymous" in result.stderr
+
+
+@pytest.mark.broker
+def test_accepted_login_on_loopback_passes_without_warning(
+    tmp_path: Path, models_dir: Path, media_dir: Path, broker_auth: RunningBroker
+) -> None:
+    """The right password to a loopback broker checks OK; no clear-text warning for loopback."""
+    cfg = good_config(tmp_path, models_dir, media_dir, broker_auth)
+    result = edged("check", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    assert result.returncode == 0, result.stderr
+    assert "clear text" not in result.stderr
+
+
+def test_password_without_tls_to_a_remote_broker_is_warned(
+    tmp_path: Path, models_dir: Path, media_dir: Path
+) -> None:
+    """A password sent to a non-loopback broker without TLS is a warning at mqtt.tls."""
+    cfg = good_config(tmp_path, models_dir, media_dir, None)
+    secret = tmp_path / "mqtt_password"
+    secret.write_text("hunter2\n")
+    secret.chmod(0o600)
+    cfg["mqtt"].update(host="192.0.2.10", username="edged", password_file=secret)
+    result = edged("check", "--offline", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    assert result.returncode == 0, result.stderr
+    assert "warning: mqtt.tls: the MQTT password of 'edged' is sent in clear text" in result.stderr
+    assert "hunter2" not in result.stdout + result.stderr
+    cfg["mqtt"].update(tls=True)
+    result = edged("check", "--offline", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    assert result.returncode == 0, result.stderr
+    assert "clear text" not in result.stderr
+
+
+@pytest.mark.broker
+def test_tls_login_passes_and_plain_mqtt_to_a_tls_port_is_named(
+    tmp_path: Path, models_dir: Path, media_dir: Path, broker_tls: RunningBroker
+) -> None:
+    """`check` logs in over verified TLS; tls = false against a TLS listener is an error."""
+    cfg = good_config(tmp_path, models_dir, media_dir, broker_tls)
+    result = edged("check", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    assert result.returncode == 0, result.stderr
+    cfg["mqtt"]["tls"] = False
+    result = edged("check", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    assert result.returncode == EX_CONFIG, result.stderr
+    assert "mqtt.port: broker" in result.stderr
+    assert "set tls = true" in result.stderr
