@@ -10,6 +10,8 @@ from typing import Any
 
 import pytest
 
+from edged.catalog.catalog import load_catalog
+from edged.label.quantize import write_local_entry
 from tests.helpers.broker import RunningBroker
 from tests.helpers.daemon import base_config, write_config
 
@@ -337,3 +339,33 @@ def test_tls_login_passes_and_plain_mqtt_to_a_tls_port_is_named(
     assert result.returncode == EX_CONFIG, result.stderr
     assert "mqtt.port: broker" in result.stderr
     assert "set tls = true" in result.stderr
+
+
+def test_models_labels_reads_a_model_made_on_this_device(models_dir: Path, tmp_path: Path) -> None:
+    """A local-catalog model (e.g. from `models quantize`) lists the labels of its entry."""
+    yamnet = load_catalog().get("yamnet")
+    local = yamnet.model_copy(
+        update={
+            "name": "yamnet-here",
+            "derived_from": "yamnet",
+            "file": yamnet.file.model_copy(update={"name": "yamnet_here.tflite", "urls": []}),
+        }
+    )
+    mine = tmp_path / "models"
+    mine.mkdir()
+    shutil.copy(models_dir / "yamnet_class_map.csv", mine)
+    write_local_entry(mine, local)
+    result = edged("models", "labels", "--models-dir", str(mine), "yamnet-here")
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.splitlines()[:2] == ["Speech", "Child speech, kid speaking"]
+
+
+def test_labels_on_a_pose_pipeline_are_a_warning(
+    tmp_path: Path, models_dir: Path, media_dir: Path
+) -> None:
+    """Pose results carry no label, so `labels` there is named as having no effect."""
+    cfg = good_config(tmp_path, models_dir, media_dir, None)
+    cfg["pipelines"][0].update(task="pose", model="movenet-lightning-int8", labels=["person"])
+    result = edged("check", "--offline", "--config", str(write_config(tmp_path / "c.toml", cfg)))
+    assert result.returncode == 0, result.stderr
+    assert "warning: pipelines[0].labels: has no effect" in result.stderr
