@@ -5,6 +5,7 @@ from __future__ import annotations
 import shutil
 import subprocess
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -13,7 +14,7 @@ import pytest
 from edged.catalog.catalog import load_catalog
 from edged.label.quantize import write_local_entry
 from tests.helpers.broker import RunningBroker
-from tests.helpers.daemon import base_config, write_config
+from tests.helpers.daemon import Daemon, base_config, write_config
 
 EX_CONFIG = 78
 
@@ -369,3 +370,21 @@ def test_labels_on_a_pose_pipeline_are_a_warning(
     result = edged("check", "--offline", "--config", str(write_config(tmp_path / "c.toml", cfg)))
     assert result.returncode == 0, result.stderr
     assert "warning: pipelines[0].labels: has no effect" in result.stderr
+
+
+@pytest.mark.broker
+def test_check_login_leaves_a_running_daemons_session_alone(
+    tmp_path: Path, models_dir: Path, broker_auth: RunningBroker
+) -> None:
+    """`check` logs in with a client id of its own: the daemon on the same config stays connected."""
+    config = write_config(tmp_path / "c.toml", base_config(tmp_path, models_dir, broker_auth))
+    sub = broker_auth.subscriber("edged/testdev/availability")
+    with Daemon(config) as daemon:
+        sub.wait_for(lambda m: m.payload == b"online", timeout=30)
+        result = edged("check", "--config", str(config))
+        assert result.returncode == 0, result.stderr
+        time.sleep(1.0)  # a takeover would show as a disconnect and a reconnect by now
+        assert "mqtt.disconnected" not in daemon.output
+        rc, _ = daemon.stop()
+    assert rc == 0
+    assert [m.payload for m in sub.messages()] == [b"online", b"stopped"]
