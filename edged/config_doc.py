@@ -25,7 +25,7 @@ from edged.settings import (
     SourceSettings,
 )
 
-_SECTIONS: list[tuple[str, type[BaseModel], str]] = [
+SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("(top level)", Settings, ""),
     ("[mqtt]", MqttSettings, "EDGED_MQTT__"),
     ("[outbox]", OutboxSettings, "EDGED_OUTBOX__"),
@@ -93,7 +93,7 @@ def reference_markdown() -> str:
         "names must not contain control characters such as NUL.",
         "",
     ]
-    for title, model, env in _SECTIONS:
+    for title, model, env in SECTIONS:
         out += [
             f"## {title}",
             "",

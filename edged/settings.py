@@ -498,53 +498,48 @@ def _read_config(path: Path) -> dict[str, Any]:
     them, because this message is also the reply to an MQTT ``reload``.
     """
     where = str(path)
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError([(where, problem)], file=where)
+
     try:
         info = path.stat()
         if stat.S_ISDIR(info.st_mode):
-            raise ConfigError([(where, "is a directory, not a config file")])
+            raise refuse("is a directory, not a config file")
         if not stat.S_ISREG(info.st_mode):
             # A FIFO or a device would block or never end.
-            raise ConfigError([(where, "is not a regular file")])
+            raise refuse("is not a regular file")
         with path.open("rb") as fh:
             raw = fh.read(MAX_CONFIG_BYTES + 1)
     except FileNotFoundError:
-        raise ConfigError([(where, "config file not found")]) from None
+        raise refuse("config file not found") from None
     except PermissionError:
-        raise ConfigError([(where, "config file is not readable (permission denied)")]) from None
+        raise refuse("config file is not readable (permission denied)") from None
     except OSError as exc:
-        raise ConfigError([(where, f"cannot read config file: {exc.strerror or exc}")]) from None
+        raise refuse(f"cannot read config file: {exc.strerror or exc}") from None
     except ValueError as exc:  # e.g. a NUL byte in the path itself
-        raise ConfigError([(where, f"not a usable path: {exc}")]) from None
+        raise refuse(f"not a usable path: {exc}") from None
     if len(raw) > MAX_CONFIG_BYTES:
-        raise ConfigError(
-            [(where, f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a config file")]
-        )
+        raise refuse(f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a config file")
     try:
         text = raw.decode("utf-8")
     except UnicodeDecodeError as exc:
         line = raw.count(b"\n", 0, exc.start) + 1
         column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
-        raise ConfigError(
-            [
-                (
-                    where,
-                    f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column "
-                    f"{column} (TOML files are UTF-8; re-save the file as UTF-8)",
-                )
-            ]
+        raise refuse(
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column "
+            f"{column} (TOML files are UTF-8; re-save the file as UTF-8)",
         ) from None
     try:
         return tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([(where, f"not valid TOML: {exc}")]) from None
+        raise refuse(f"not valid TOML: {exc}") from None
     except ValueError as exc:  # tomllib lets int()'s digit limit through unwrapped
-        raise ConfigError([(where, f"not valid TOML: {exc}")]) from None
+        raise refuse(f"not valid TOML: {exc}") from None
     except RecursionError:
         # tomllib parses nested arrays and inline tables recursively; no
         # configuration of ours nests more than three levels deep.
-        raise ConfigError(
-            [(where, "not valid TOML: arrays or inline tables are nested too deeply")]
-        ) from None
+        raise refuse("not valid TOML: arrays or inline tables are nested too deeply") from None
 
 
 def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
@@ -554,20 +549,21 @@ def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) ->
     nothing else, whatever the file holds.
     """
     data: dict[str, Any] = _read_config(path) if path is not None else {}
+    file = None if path is None else str(path)
     data.update(overrides or {})
     # pydantic-settings reads init keywords starting with '_' as *its own*
     # options (``_cli_parse_args``, ``_secrets_dir``, ``_env_file``…): from a
     # file they would reconfigure the loader itself, so they are unknown keys.
     underscored = sorted(k for k in data if k.startswith("_"))
     if underscored:
-        raise ConfigError([(_loc((k,)), "unknown key") for k in underscored])
+        raise ConfigError([(_loc((k,)), "unknown key") for k in underscored], file=file)
     try:
         return Settings(**data)
     except SettingsError as exc:  # an EDGED_* variable that is not valid JSON, etc.
-        raise ConfigError([("environment", str(exc))]) from None
+        raise ConfigError([("environment", str(exc))], file=file) from None
     except ValidationError as exc:
         problems = [(_loc(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
-        raise ConfigError(problems) from None
+        raise ConfigError(problems, file=file) from None
 
 
 def read_secret(path: Path | None, credential: str) -> str | None:
