@@ -182,7 +182,13 @@ class App:
                         status="down", reason=f"source {p.settings.source}: {src.reason}"
                     )
                 else:
-                    pipelines[name] = PipelineState(status="running")
+                    # A stage that keeps failing shows here, with its last error.
+                    status, reason = p.health
+                    pipelines[name] = (
+                        PipelineState(status="degraded", reason=reason)
+                        if status == "degraded"
+                        else PipelineState(status="running")
+                    )
         return State(
             ts=iso_utc(time.time()),
             device=self.settings.device_id,
