@@ -10,28 +10,19 @@ near them.
 from __future__ import annotations
 
 import math
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from pydantic.fields import FieldInfo
 
 from edged.__main__ import main
-from edged.config_doc import SECTIONS, bounds, reference_markdown
+from edged.config_doc import bounds, reference_markdown
 from edged.errors import ConfigError
 from edged.settings import load_settings
 from tests.helpers.daemon import write_config
+from tests.helpers.settings_keys import NumericKey, numeric_keys
 
 EX_CONFIG = 78
-
-#: Where each section lives in a config dict (list sections: their first entry).
-_PATHS = {
-    "(top level)": (),
-    "[[sources]]": ("sources", 0),
-    "[[pipelines]]": ("pipelines", 0),
-    "[pipelines.offload]": ("pipelines", 0, "offload"),
-}
 
 
 def minimal() -> dict[str, Any]:
@@ -45,29 +36,8 @@ def minimal() -> dict[str, Any]:
     }
 
 
-def numeric_keys() -> Iterator[tuple[str, tuple[str | int, ...], str, FieldInfo]]:
-    """(key path, container path, key, field) of every int/float key of every section."""
-    for title, model, _ in SECTIONS:
-        where: tuple[str | int, ...] = _PATHS.get(title, (title.strip("[]"),))
-        for name, info in model.model_fields.items():
-            if info.annotation in (int, float):
-                prefix = "".join(f"[{p}]" if isinstance(p, int) else f".{p}" for p in where)
-                yield (prefix + "." + name).lstrip("."), where, name, info
-
-
 KEYS = list(numeric_keys())
-IDS = [k for k, *_ in KEYS]
-
-
-def with_value(where: tuple[str | int, ...], name: str, value: Any) -> dict[str, Any]:
-    cfg = minimal()
-    node: Any = cfg
-    for part in where:
-        if isinstance(node, dict) and part not in node:
-            node[part] = {}
-        node = node[part]
-    node[name] = value
-    return cfg
+IDS = [k.path for k in KEYS]
 
 
 def problems_of(cfg: dict[str, Any]) -> list[tuple[str, str]]:
@@ -81,42 +51,30 @@ def problems_of(cfg: dict[str, Any]) -> list[tuple[str, str]]:
 def test_every_numeric_key_has_a_finite_range() -> None:
     """No int or float key is unbounded on either side (a new key must declare its range)."""
     assert len(KEYS) > 30
-    unbounded = [key for key, _, _, info in KEYS if None in bounds(info)]
-    assert not unbounded
-    for _, _, _, info in KEYS:
-        low, high = bounds(info)
-        assert low is not None
-        assert high is not None
+    assert not [k.path for k in KEYS if None in bounds(k.info)]
+    for key in KEYS:
+        low, high = key.range
         assert math.isfinite(low)
         assert math.isfinite(high)
         assert low <= high
 
 
-@pytest.mark.parametrize(("key", "where", "name", "info"), KEYS, ids=IDS)
-def test_range_edges_are_accepted_and_beyond_refused(
-    key: str, where: tuple[str | int, ...], name: str, info: FieldInfo
-) -> None:
+@pytest.mark.parametrize("key", KEYS, ids=IDS)
+def test_range_edges_are_accepted_and_beyond_refused(key: NumericKey) -> None:
     """Both ends of the documented range load; just beyond them, and inf/nan, are refused by key."""
-    low, high = bounds(info)
-    assert low is not None
-    assert high is not None
-    integer = info.annotation is int
-    below, above = (
-        (low - 1, high + 1)
-        if integer
-        else (low - max(abs(low) * 1e-6, 1e-9), high * (1 + 1e-6) + 1e-9)
-    )
-    for ok in (low, high):
-        value = int(ok) if integer else ok
-        assert problems_of(with_value(where, name, value)) == [], (key, value)
-    bad: list[Any] = [int(below), int(above)] if integer else [below, above]
-    if not integer:
-        bad += [math.inf, -math.inf, math.nan, 1e308, -1e308]
-        if low > 0:
-            bad.append(5e-324)
+    low, high = key.range
+    if key.integer:
+        ok: list[Any] = [int(low), int(high)]
+        bad: list[Any] = [int(low) - 1, int(high) + 1]
+    else:
+        ok = [low, high]
+        bad = [low - max(abs(low) * 1e-6, 1e-9), high * (1 + 1e-6) + 1e-9]
+        bad += [math.inf, -math.inf, math.nan, 1e308, -1e308] + ([5e-324] if low > 0 else [])
+    for value in ok:
+        assert problems_of(key.set(minimal(), value)) == [], (key.path, value)
     for value in bad:
-        found = problems_of(with_value(where, name, value))
-        assert [k for k, _ in found] == [key], (key, value, found)
+        found = problems_of(key.set(minimal(), value))
+        assert [k for k, _ in found] == [key.path], (key.path, value, found)
 
 
 @pytest.mark.parametrize(
