@@ -13,7 +13,6 @@ import tempfile
 from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
-from hypothesis import strategies as st
 
 from edged.errors import ConfigError
 from edged.settings import Settings, load_settings
@@ -57,9 +56,8 @@ def test_fuzzed_files_load_or_raise_config_error() -> None:
             database=None,
             suppress_health_check=[HealthCheck.too_slow, HealthCheck.data_too_large],
         )
-        @given(st.data())
-        def one(data: st.DataObject) -> None:
-            case: ConfigFile = data.draw(config_files(GOOD, valid_percent=10))
+        @given(config_files(GOOD, valid_percent=10))
+        def one(case: ConfigFile) -> None:
             case.write(path)
             try:
                 loaded = load_settings(path)
