@@ -182,7 +182,13 @@ class App:
                         status="down", reason=f"source {p.settings.source}: {src.reason}"
                     )
                 else:
-                    pipelines[name] = PipelineState(status="running")
+                    # A stage that keeps failing shows here, with its last error.
+                    status, reason = p.health
+                    pipelines[name] = (
+                        PipelineState(status="degraded", reason=reason)
+                        if status == "degraded"
+                        else PipelineState(status="running")
+                    )
         return State(
             ts=iso_utc(time.time()),
             device=self.settings.device_id,
@@ -276,13 +282,13 @@ class App:
             new = load()
             catalog = load_catalog(new.models.catalog, models_dir=new.models.dir)
         except ConfigError as exc:
-            return _refused([f"{k}: {m}" for k, m in exc.problems])
+            return _refused(_in_file(exc.file, exc.problems), exc.file)
         except CatalogError as exc:
             return _refused([f"models.catalog: {exc}"])
         keep = ("device_id", "mqtt", "outbox", "metrics", "offload")
         restart = tuple(k for k in keep if getattr(new, k) != getattr(self.settings, k))
         if restart:
-            log.warning("reload_partial", restart_needed=restart)
+            log.warning("app.reload_partial", restart_needed=restart)
         checked = preflight(new, catalog, connect_broker=False)
         if checked.problems:
             checked.close()
@@ -305,7 +311,7 @@ class App:
             self._register_models()
             graph.start()
         self.publish_state(force=True)
-        log.info("reloaded", pipelines=list(graph.pipelines))
+        log.info("app.reloaded", pipelines=list(graph.pipelines))
         return ReloadOutcome(applied=True, restart_needed=restart)
 
     def wait(self, timeout: float | None = None) -> bool:
@@ -328,6 +334,8 @@ class App:
                 )
                 try:
                     outcome = self.reload(load)
+                except Exception:  # a bug in a reload must not end the daemon
+                    log.exception("app.reload_failed")
                 finally:
                     for done in waiting:
                         done.set_result(outcome)
@@ -354,9 +362,26 @@ class App:
         log.info("stopped")
 
 
-def _refused(problems: list[str]) -> ReloadOutcome:
-    log.error("reload_refused", problems=problems)
-    return ReloadOutcome(applied=False, problems=tuple(problems))
+#: A refusal lists at most this many problems, each cut to this many characters:
+#: it is also an MQTT reply, and a fuzzed file can have thousands of unknown keys.
+_MAX_PROBLEMS = 20
+_MAX_PROBLEM_CHARS = 300
+
+
+def _in_file(file: str | None, problems: list[tuple[str, str]]) -> list[str]:
+    """``"<file>: <key>: <problem>"`` for each problem (the file itself once when it is the key)."""
+    return [f"{k}: {m}" if file is None or k == file else f"{file}: {k}: {m}" for k, m in problems]
+
+
+def _refused(problems: list[str], file: str | None = None) -> ReloadOutcome:
+    shown = [
+        p if len(p) <= _MAX_PROBLEM_CHARS else p[: _MAX_PROBLEM_CHARS - 1] + "…" for p in problems
+    ]
+    if len(shown) > _MAX_PROBLEMS:
+        shown = [*shown[:_MAX_PROBLEMS], f"… and {len(shown) - _MAX_PROBLEMS} more problems"]
+    # The old graph keeps running: that is what the operator must read here.
+    log.error("app.reload_refused", config=file, problems=shown, kept="the running configuration")
+    return ReloadOutcome(applied=False, problems=tuple(shown))
 
 
 def _install_signals(app: App) -> None:

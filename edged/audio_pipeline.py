@@ -27,6 +27,7 @@ from edged.capture.audio import ChunkQueue
 from edged.decode.audio import ScoreSmoother
 from edged.preprocess.audio import Resampler, Windower
 from edged.settings import PipelineSettings
+from edged.stages import StageFailures, task_stage
 from edged.tasks.audio import AudioResult, check_labels
 from edged.types import AudioChunk
 
@@ -69,6 +70,8 @@ class AudioPipelineStats:
     skipped: int
     emitted: int
     errors: int
+    #: Failures by stage (resample, task, decode, emit, loop).
+    failures: dict[str, int]
     #: Chunks the source dropped because this pipeline's queue was full.
     overruns: int
     windows_per_s: float
@@ -126,11 +129,24 @@ class AudioPipeline:
         self.processed = 0
         self.skipped = 0
         self.emitted = 0
-        self.errors = 0
+        #: Every stage failure, counted by stage; the thread goes on (see edged.stages).
+        self.failures = StageFailures()
         self.status = "starting"
         self.reason = ""
         self.last_progress = time.monotonic()
         self.finished = threading.Event()
+
+    @property
+    def errors(self) -> int:
+        """Stage failures since start, all stages."""
+        return self.failures.total
+
+    @property
+    def health(self) -> tuple[str, str]:
+        """``(status, reason)`` for ``state``: ``degraded`` while stage failures keep coming."""
+        if self.status == "running" and self.failures.degraded:
+            return "degraded", self.failures.reason()
+        return self.status, self.reason
 
     def start(self) -> None:
         """Start the pipeline thread."""
@@ -149,15 +165,22 @@ class AudioPipeline:
         self.status = "running"
         log.info("pipeline_started", source=self.settings.source, task="audio", hop=self.hop)
         while not self._stop.is_set():
-            chunk = self._queue.get(timeout=0.5)
-            if chunk is None:
-                if self._queue.closed:
-                    if self.enabled:
-                        self._finish_stream()
-                    break
-                continue
-            self._take(chunk)
-            self._classify_pending()
+            try:
+                chunk = self._queue.get(timeout=0.5)
+                if chunk is None:
+                    if self._queue.closed:
+                        if self.enabled:
+                            self._finish_stream()
+                        break
+                    continue
+                self._take(chunk)
+                self._classify_pending()
+            # Nothing but stop ends this thread; counted in failures (edged.stages).
+            except Exception as exc:  # noqa: BLE001
+                self.failures.failed("loop", exc)
+                # Whatever was half done is suspect: start the stream afresh.
+                self._safe_reset()
+                self._stop.wait(0.1)
         if self.status == "running":
             self.status = "stopped" if self._stop.is_set() else "ended"
         log.info(
@@ -177,14 +200,27 @@ class AudioPipeline:
             if rate_changed:
                 self._resampler = None  # the source reopened at another rate
         started = time.monotonic()
-        if self._resampler is None:
-            self._resampler = Resampler(chunk.rate, self.task.rate)
+        try:
+            if self._resampler is None:
+                self._resampler = Resampler(chunk.rate, self.task.rate)
+            samples = self._resampler.process(chunk.samples)
+        # A bad chunk is lost, not the thread; counted in failures (edged.stages).
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed("resample", exc)
+            self._safe_reset()
+            return
         position = self._in_samples * self.task.rate / chunk.rate
         self._marks.append((position, chunk.ts, chunk.mono))
         self._in_samples += len(chunk.samples)
-        self._windower.push(self._resampler.process(chunk.samples))
+        self._windower.push(samples)
         self._audio_s += len(chunk.samples) / chunk.rate
         self._busy_s += time.monotonic() - started
+
+    def _safe_reset(self) -> None:
+        try:
+            self._reset_stream()
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed("resample", exc)
 
     def _reset_stream(self) -> None:
         """Forget partial windows: the next chunk does not continue the last one."""
@@ -254,14 +290,20 @@ class AudioPipeline:
         started = time.monotonic()
         try:
             result = self.task(window, self.settings.top_k, self._allow, self._smoother)
-            done = time.monotonic()
+        # A bad window must not kill the pipeline thread; counted in failures (edged.stages).
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed(task_stage(exc), exc)
+            return
+        done = time.monotonic()
+        try:
             if result.top_score >= self.threshold:
                 self._emit(self, ts, self.duration_s, result)
                 self.emitted += 1
-        except Exception:  # a bad window must not kill the pipeline thread
-            self.errors += 1
-            log.exception("inference_failed", window_ts=ts)
+        # E.g. emit on a failing outbox: count, go on; counted in failures (edged.stages).
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed("emit", exc)
             return
+        self.failures.succeeded()
         self.processed += 1
         self.last_progress = done
         self._busy_s += done - started
@@ -276,12 +318,13 @@ class AudioPipeline:
         infer, lat = list(self._infer_ms), list(self._latency_ms)
         return AudioPipelineStats(
             name=self.name,
-            status=self.status if self.enabled else "disabled",
-            reason=self.reason,
+            status=self.health[0] if self.enabled else "disabled",
+            reason=self.health[1],
             processed=self.processed,
             skipped=self.skipped,
             emitted=self.emitted,
             errors=self.errors,
+            failures=dict(self.failures.by_stage),
             overruns=self._queue.overruns,
             windows_per_s=round((len(done) - 1) / span, 2) if span > 0 else 0.0,
             infer_p50_ms=round(_pct(infer, 0.5), 2),

@@ -16,11 +16,14 @@ class ConfigError(EdgedError):
     """The configuration is invalid.
 
     ``problems`` holds ``(key_path, message)`` pairs so that callers can list
-    every problem at once instead of failing on the first one.
+    every problem at once instead of failing on the first one; a problem with
+    the file as a whole (unreadable, not TOML) has the file as its key path.
     """
 
-    def __init__(self, problems: list[tuple[str, str]]) -> None:
+    def __init__(self, problems: list[tuple[str, str]], *, file: str | None = None) -> None:
         self.problems = list(problems)
+        #: The config file the problems are in, when they came from one.
+        self.file = file
         lines = [f"{key}: {msg}" for key, msg in self.problems]
         super().__init__("invalid configuration:\n  " + "\n  ".join(lines))
 

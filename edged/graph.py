@@ -45,6 +45,9 @@ class AnyPipeline(Protocol):
     reason: str
     last_progress: float
 
+    @property
+    def health(self) -> tuple[str, str]: ...
+
     def start(self) -> None: ...
 
     def stop(self, timeout: float = 5.0) -> None: ...

@@ -21,6 +21,7 @@ from edged.capture.slot import LatestSlot
 from edged.gate.motion import MotionGate
 from edged.policy import PublishPolicy
 from edged.settings import PipelineSettings
+from edged.stages import StageFailures, task_stage
 from edged.tasks import VisionResult, VisionTask
 from edged.track.tracker import Tracker, TrackEvent
 from edged.types import Detection, Frame
@@ -49,6 +50,8 @@ class PipelineStats:
     dropped: int
     gated: int
     errors: int
+    #: Failures by stage (task, decode, gate, track, offload, policy, emit, loop).
+    failures: dict[str, int]
     fps: float
     infer_p50_ms: float
     infer_p95_ms: float
@@ -107,13 +110,26 @@ class Pipeline:
         self._done_mono: deque[float] = deque(maxlen=64)
         self.processed = 0
         self.published = 0
-        self.errors = 0
+        #: Every stage failure, counted by stage; the thread goes on (see edged.stages).
+        self.failures = StageFailures()
         self.status = "starting"
         self.reason = ""
         self.last_progress = time.monotonic()
         self.finished = threading.Event()
         #: Hybrid offload's gate (DESIGN §4), set by the app when this pipeline opted in.
         self.offload: OffloadGate | None = None
+
+    @property
+    def errors(self) -> int:
+        """Stage failures since start, all stages."""
+        return self.failures.total
+
+    @property
+    def health(self) -> tuple[str, str]:
+        """``(status, reason)`` for ``state``: ``degraded`` while stage failures keep coming."""
+        if self.status == "running" and self.failures.degraded:
+            return "degraded", self.failures.reason()
+        return self.status, self.reason
 
     def start(self) -> None:
         self._thread.start()
@@ -132,27 +148,20 @@ class Pipeline:
         )
         return VisionResult(result.kind, items, result.timing)
 
-    def _track(self, frame: Frame, result: VisionResult) -> bool | None:
-        """Update the tracker; True when a track began or ended (None: no tracker)."""
-        if self._tracker is None:
-            return None
-        dets = [d for d in result.items if isinstance(d, Detection)]
-        # Monotonic time: a wall-clock step must not age every track out at once.
-        _, events = self._tracker.update(dets, frame.mono)
-        if events and self._emit_events is not None:
-            self._emit_events(self, frame, events)
-        return any(e.kind != "update" for e in events)
-
     def _process(self, frame: Frame) -> bool:
-        """Infer, record, track, publish and offload one frame; False when inference failed."""
+        """Infer, record, track, publish and offload one frame; False when inference failed.
+
+        Every stage's failure is counted in :attr:`failures` and ends only
+        this frame: the thread goes on with the next one.
+        """
         # Offload: the model reports down to the band's low edge, so the
         # policy sees uncertain scores; publishing still uses the threshold.
         floor = self.threshold if self.offload is None else min(self.threshold, self.offload.floor)
         try:
             seen = self._filter(self.task(frame, floor))
-        except Exception:  # a bad frame must not kill the pipeline thread
-            self.errors += 1
-            log.exception("inference_failed", frame=frame.id)
+        # A bad frame must not kill the pipeline thread; counted in failures (edged.stages).
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed(task_stage(exc), exc)
             return False
         finally:
             # Inference is done: an on-demand source may read the next
@@ -165,16 +174,45 @@ class Pipeline:
         self._done_mono.append(done)
         self._infer_ms.append(result.timing.infer)
         self._latency_ms.append((done - frame.mono) * 1e3)
-        changed = self._track(frame, result)
-        submit = self.offload.decide(seen) if self.offload is not None else None
-        if self._policy.should_publish(result.items, done, changed=changed) or submit:
-            local_id = self._emit(self, frame, result)
-            self.published += 1
-            # An offloaded frame's result is published even when the policy
-            # would skip it: the verdict's ref must name a delivered result.
-            if submit is not None and local_id is not None:
-                submit(frame, local_id)
+        stage = "track"
+        try:
+            changed: bool | None = None
+            if self._tracker is not None:
+                dets = [d for d in result.items if isinstance(d, Detection)]
+                # Monotonic time: a wall-clock step must not age every track out at once.
+                _, events = self._tracker.update(dets, frame.mono)
+                changed = any(e.kind != "update" for e in events)
+                if events and self._emit_events is not None:
+                    stage = "emit"
+                    self._emit_events(self, frame, events)
+            stage = "offload"
+            submit = self.offload.decide(seen) if self.offload is not None else None
+            stage = "policy"
+            if self._policy.should_publish(result.items, done, changed=changed) or submit:
+                stage = "emit"
+                local_id = self._emit(self, frame, result)
+                self.published += 1
+                # An offloaded frame's result is published even when the policy
+                # would skip it: the verdict's ref must name a delivered result.
+                if submit is not None and local_id is not None:
+                    stage = "offload"
+                    submit(frame, local_id)
+        # E.g. emit on a failing outbox: count, go on; counted in failures (edged.stages).
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed(stage, exc)
+            return True
+        self.failures.succeeded()
         return True
+
+    def _gate_passes(self, frame: Frame) -> bool:
+        """The motion gate's verdict; a failing gate lets the frame through (fail open)."""
+        if self._gate is None:
+            return True
+        try:
+            return self._gate.should_run(frame)
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed("gate", exc)
+            return True
 
     def _loop(self) -> None:
         structlog.contextvars.bind_contextvars(pipeline=self.name, model=self.settings.model)
@@ -183,18 +221,21 @@ class Pipeline:
         log.info("pipeline_started", source=self.settings.source, task=self.settings.task)
         frame_seen: Frame | None = None
         while not self._stop.is_set():
-            frame = self._slot.get(timeout=0.5)
-            if frame is None:
-                if self._slot.closed:
-                    break
-                continue
-            if not self.enabled:
-                continue
-            if self._gate is not None and not self._gate.should_run(frame):
-                continue
-            started = time.monotonic()
-            if self._process(frame):
-                frame_seen = frame
+            try:
+                frame = self._slot.get(timeout=0.5)
+                if frame is None:
+                    if self._slot.closed:
+                        break
+                    continue
+                if not self.enabled or not self._gate_passes(frame):
+                    continue
+                started = time.monotonic()
+                if self._process(frame):
+                    frame_seen = frame
+            # Nothing but stop ends this thread; counted in failures (edged.stages).
+            except Exception as exc:  # noqa: BLE001
+                self.failures.failed("loop", exc)
+                started = time.monotonic()
             # Cap the inference rate; frames arriving meanwhile replace each
             # other in the slot, so the next one taken is the freshest.
             delay = started + period - time.monotonic()
@@ -203,9 +244,12 @@ class Pipeline:
         if self.status == "running":
             self.status = "stopped" if self._stop.is_set() else "ended"
         if self._tracker is not None and self._emit_events is not None:
-            last = self._tracker.flush()
-            if last and frame_seen is not None:
-                self._emit_events(self, frame_seen, last)
+            try:
+                last = self._tracker.flush()
+                if last and frame_seen is not None:
+                    self._emit_events(self, frame_seen, last)
+            except Exception as exc:  # noqa: BLE001
+                self.failures.failed("emit", exc)
         log.info("pipeline_finished", processed=self.processed, status=self.status)
         self.finished.set()
 
@@ -219,13 +263,14 @@ class Pipeline:
         lat = list(self._latency_ms)
         return PipelineStats(
             name=self.name,
-            status=self.status if self.enabled else "disabled",
-            reason=self.reason,
+            status=self.health[0] if self.enabled else "disabled",
+            reason=self.health[1],
             processed=self.processed,
             published=self.published,
             dropped=self._slot.dropped,
             gated=self._gate.skipped if self._gate is not None else 0,
             errors=self.errors,
+            failures=dict(self.failures.by_stage),
             fps=round(fps, 2),
             infer_p50_ms=round(_pct(infer, 0.5), 2),
             infer_p95_ms=round(_pct(infer, 0.95), 2),

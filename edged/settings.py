@@ -10,11 +10,13 @@ from __future__ import annotations
 import os
 import re
 import socket
+import stat
 import tomllib
 from pathlib import Path
 from typing import Annotated, Any, Literal
 
 from pydantic import (
+    AfterValidator,
     BaseModel,
     BeforeValidator,
     ConfigDict,
@@ -28,6 +30,7 @@ from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
+    SettingsError,
 )
 
 from edged.errors import ConfigError
@@ -55,32 +58,79 @@ def _empty_is_none(value: object) -> object:
     return None if value == "" else value
 
 
+# Control characters, NUL above all, in a path, host or name are never meant:
+# NUL cuts a string short in every C API (open, getaddrinfo, MQTT), so such a
+# value would fail deep inside a stage at run time instead of here.
+_CONTROL = re.compile(r"[\x00-\x1f\x7f]")
+#: Linux PATH_MAX, bytes.
+_PATH_MAX = 4096
+
+
+def _no_control(value: str) -> str:
+    match = _CONTROL.search(value)
+    if match:
+        raise ValueError(
+            f"contains the control character {match.group()!r} at position {match.start()} "
+            "(NUL, newline, tab… are not allowed here)"
+        )
+    return value
+
+
+def _path_ok(value: Path | None) -> Path | None:
+    if value is None:
+        return None
+    text = str(value)
+    _no_control(text)
+    if len(os.fsencode(text)) > _PATH_MAX:
+        raise ValueError(f"is longer than {_PATH_MAX} bytes")
+    return value
+
+
+#: A string without control characters (hosts, URLs, model names…).
+Text = Annotated[str, AfterValidator(_no_control)]
+#: A file system path without control characters, at most PATH_MAX bytes.
+CleanPath = Annotated[Path, AfterValidator(_path_ok)]
 #: An optional path; "" in TOML or the environment means unset.
-OptPath = Annotated[Path | None, BeforeValidator(_empty_is_none)]
+OptPath = Annotated[Path | None, BeforeValidator(_empty_is_none), AfterValidator(_path_ok)]
+
+#: Upper bound of every period and timeout: one day, seconds. Longer waits are
+#: never meant, and an unbounded float (1e308, inf) overflows the C timeouts
+#: and timers it ends up in.
+DAY_S = 86400.0
+#: Upper bound of sizes given in MiB: 1 TiB.
+TIB_IN_MIB = 1024 * 1024
 
 
 class _Section(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    # allow_inf_nan=False: inf and nan pass every ge/le bound test in some
+    # direction (nan compares false) and make no sense for any key.
+    model_config = ConfigDict(extra="forbid", frozen=True, allow_inf_nan=False)
 
 
 class MqttSettings(_Section):
     """Broker connection. An empty ``host`` makes ``edged demo`` start its own broker."""
 
-    host: str = Field("127.0.0.1", description="Broker host name or address.")
+    host: Text = Field("127.0.0.1", max_length=253, description="Broker host name or address.")
     port: int = Field(1883, ge=1, le=65535, description="Broker TCP port.")
     prefix: str = Field("edged", description="First topic segment of every edged topic.")
-    client_id: str = Field("", description="MQTT client id; default 'edged-<device_id>'.")
+    client_id: Text = Field(
+        "", max_length=256, description="MQTT client id; default 'edged-<device_id>'."
+    )
     protocol: Literal["5", "3.1.1"] = Field("5", description="MQTT protocol version.")
     keepalive_s: int = Field(30, ge=5, le=3600, description="Keep-alive interval, seconds.")
-    username: str = Field("", description="User name; empty for anonymous.")
+    username: Text = Field("", max_length=256, description="User name; empty for anonymous.")
     password_file: OptPath = Field(
         None, description="File holding the password (or credential 'mqtt_password')."
     )
     tls: bool = Field(False, description="Connect with TLS; the server certificate is verified.")
     ca_file: OptPath = Field(None, description="CA bundle for tls = true; system CAs if unset.")
     homeassistant: bool = Field(True, description="Publish Home Assistant MQTT discovery configs.")
-    reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay, seconds.")
-    reconnect_max_s: float = Field(30.0, gt=0, description="Reconnect delay cap, seconds.")
+    reconnect_min_s: float = Field(
+        0.5, ge=0.01, le=3600, description="First reconnect delay, seconds."
+    )
+    reconnect_max_s: float = Field(
+        30.0, ge=0.01, le=3600, description="Reconnect delay cap, seconds."
+    )
 
     @field_validator("prefix")
     @classmethod
@@ -91,17 +141,21 @@ class MqttSettings(_Section):
 class OutboxSettings(_Section):
     """Durable result queue between pipelines and MQTT."""
 
-    path: Path = Field(
+    path: CleanPath = Field(
         Path("/var/lib/edged/outbox.sqlite3"), description="SQLite file of the outbox."
     )
-    max_mb: float = Field(256, gt=0, description="Size bound, MiB; oldest evicted first.")
-    max_age_hours: float = Field(72, gt=0, description="Age bound, hours; also MQTT 5 expiry.")
+    max_mb: float = Field(
+        256, ge=0.01, le=TIB_IN_MIB, description="Size bound, MiB; oldest evicted first."
+    )
+    max_age_hours: float = Field(
+        72, ge=0.01, le=8760, description="Age bound, hours (at most a year); also MQTT 5 expiry."
+    )
 
 
 class ModelsSettings(_Section):
     """Where models live on the device and where they are fetched from."""
 
-    dir: Path = Field(Path("/var/lib/edged/models"), description="Installed model files.")
+    dir: CleanPath = Field(Path("/var/lib/edged/models"), description="Installed model files.")
     mirror: OptPath = Field(
         None,
         description="Local directory to pull from instead of the URLs (or EDGED_MODEL_MIRROR).",
@@ -125,20 +179,28 @@ class SourceSettings(_Section):
 
     name: str = Field(description="Source name, used in topics and by pipelines.")
     kind: SourceKind = Field(description="What the source is.")
-    uri: str = Field("", description="Device, URL or path (unused for picamera2).")
-    fps: float = Field(10.0, gt=0, le=240, description="Capture rate cap, frames per second.")
+    uri: Text = Field(
+        "", max_length=_PATH_MAX, description="Device, URL or path (unused for picamera2)."
+    )
+    fps: float = Field(10.0, ge=0.01, le=240, description="Capture rate cap, frames per second.")
     loop: bool = Field(False, description="File sources: start over at the end.")
     realtime: bool = Field(
         True, description="File sources: pace at the file's frame rate (false: as fast as read)."
     )
-    width: int = Field(640, ge=16, description="picamera2/v4l2: requested frame width, px.")
-    height: int = Field(480, ge=16, description="picamera2/v4l2: requested frame height, px.")
+    width: int = Field(
+        640, ge=16, le=8192, description="picamera2/v4l2: requested frame width, px."
+    )
+    height: int = Field(
+        480, ge=16, le=8192, description="picamera2/v4l2: requested frame height, px."
+    )
     rate: int = Field(16000, ge=8000, le=192000, description="microphone: sample rate, Hz.")
     channels: int = Field(
         1, ge=1, le=8, description="microphone: channels captured (mixed to mono)."
     )
-    reconnect_min_s: float = Field(1.0, gt=0, description="First reopen delay, seconds.")
-    reconnect_max_s: float = Field(30.0, gt=0, description="Reopen delay cap, seconds.")
+    reconnect_min_s: float = Field(
+        1.0, ge=0.01, le=3600, description="First reopen delay, seconds."
+    )
+    reconnect_max_s: float = Field(30.0, ge=0.01, le=3600, description="Reopen delay cap, seconds.")
 
     @field_validator("name")
     @classmethod
@@ -175,10 +237,14 @@ class PipelineSettings(_Section):
     """Source → model → results. One model per pipeline."""
 
     name: str = Field(description="Pipeline name, a topic segment.")
-    source: str = Field(description="Name of the source to read.")
+    source: Text = Field(description="Name of the source to read.")
     task: Literal["detection", "pose", "audio"] = Field(description="What the model does.")
-    model: str = Field(description="Catalog name, or a path to a model file.")
-    decoder: str = Field("", description="Decoder for a model given by path (e.g. 'yolox').")
+    model: Text = Field(
+        max_length=_PATH_MAX, description="Catalog name, or a path to a model file."
+    )
+    decoder: Text = Field(
+        "", max_length=64, description="Decoder for a model given by path (e.g. 'yolox')."
+    )
     label_file: OptPath = Field(None, description="Labels for a model given by path.")
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum score to report.")
     labels: list[str] = Field(default_factory=list, description="Only report these labels.")
@@ -186,9 +252,12 @@ class PipelineSettings(_Section):
         "changes", description="Which results to publish."
     )
     heartbeat_s: float = Field(
-        30.0, gt=0, description="publish = changes: republish unchanged results this often, s."
+        30.0,
+        ge=0.1,
+        le=DAY_S,
+        description="publish = changes: republish unchanged results this often, s.",
     )
-    max_fps: float = Field(5.0, gt=0, le=240, description="Inference rate cap, per second.")
+    max_fps: float = Field(5.0, ge=0.01, le=240, description="Inference rate cap, per second.")
     threads: int = Field(
         2,
         ge=1,
@@ -202,15 +271,18 @@ class PipelineSettings(_Section):
     motion_gate: bool = Field(False, description="Skip frames without motion.")
     motion_area: float = Field(
         0.005,
-        gt=0,
+        ge=1e-6,
         le=1,
         description="Motion gate: changed fraction of the image that counts as motion.",
     )
     keepalive_s: float = Field(
-        10.0, gt=0, description="Motion gate: run inference at least this often anyway, seconds."
+        10.0,
+        ge=0.1,
+        le=DAY_S,
+        description="Motion gate: run inference at least this often anyway, seconds.",
     )
     track: bool = Field(True, description="Detection: track objects and publish events.")
-    hop_s: float = Field(0.48, gt=0, le=10, description="Audio: step between windows, seconds.")
+    hop_s: float = Field(0.48, ge=0.01, le=10, description="Audio: step between windows, seconds.")
     top_k: int = Field(5, ge=1, le=50, description="Audio: classes reported per window.")
     smoothing: int = Field(
         1, ge=1, le=20, description="Audio: average scores over this many windows (1 = off)."
@@ -237,8 +309,9 @@ class PipelineSettings(_Section):
 class OffloadSettings(_Section):
     """The cloud model endpoint and the budget for using it."""
 
-    url: str = Field(
+    url: Text = Field(
         "",
+        max_length=2048,
         description="Base https:// URL of the cloud model server (it serves /health and "
         "/v1/detect, see docs/cloud-protocol.md); empty disables offload.",
     )
@@ -246,18 +319,24 @@ class OffloadSettings(_Section):
     ca_file: OptPath = Field(
         None, description="CA bundle to verify the endpoint; system CAs if unset (never off)."
     )
-    max_rtt_ms: float = Field(300, gt=0, description="Link counts as degraded above this RTT, ms.")
+    max_rtt_ms: float = Field(
+        300, ge=1, le=60000, description="Link counts as degraded above this RTT, ms."
+    )
     frames_per_minute: float = Field(
-        6, ge=0, description="Budget: frames sent per minute (a token bucket holding one minute)."
+        6,
+        ge=0,
+        le=600,
+        description="Budget: frames sent per minute (a token bucket holding one minute).",
     )
     mb_per_day: float = Field(
         50,
         ge=0,
+        le=1e6,
         description="Budget: request bytes sent per UTC day, MB (10^6 bytes); kept in "
         "state_dir across restarts.",
     )
     jpeg_quality: int = Field(80, ge=10, le=100, description="JPEG quality of sent frames.")
-    max_side: int = Field(640, ge=32, description="Longest side of sent frames, px.")
+    max_side: int = Field(640, ge=32, le=8192, description="Longest side of sent frames, px.")
     crop: bool = Field(
         True, description="Send the union of the uncertain boxes (plus crop_margin), not the frame."
     )
@@ -265,7 +344,7 @@ class OffloadSettings(_Section):
         0.15, ge=0, le=2, description="Margin around the crop on each side, fraction of its size."
     )
     probe_interval_s: float = Field(
-        30.0, gt=0, description="Period of the link probe (GET <url>/health), s."
+        30.0, ge=0.1, le=DAY_S, description="Period of the link probe (GET <url>/health), s."
     )
     metered: bool = Field(False, description="The link is metered: send nothing while true.")
     metered_file: OptPath = Field(
@@ -274,14 +353,15 @@ class OffloadSettings(_Section):
         "network dispatcher script on LTE); checked every second.",
     )
     connect_timeout_s: float = Field(
-        3.0, gt=0, description="Timeout of a TCP connect plus TLS handshake, s."
+        3.0, ge=0.1, le=DAY_S, description="Timeout of a TCP connect plus TLS handshake, s."
     )
     read_timeout_s: float = Field(
-        10.0, gt=0, description="Longest wait for any one read of a response, s."
+        10.0, ge=0.1, le=DAY_S, description="Longest wait for any one read of a response, s."
     )
     max_age_s: float = Field(
         15.0,
-        gt=0,
+        ge=0.1,
+        le=DAY_S,
         description="A frame not answered this long after it was queued is given up; "
         "retries happen only before that, s.",
     )
@@ -289,7 +369,10 @@ class OffloadSettings(_Section):
         4, ge=1, le=64, description="Frames waiting to be sent; the oldest is dropped when full."
     )
     max_response_kib: int = Field(
-        1024, ge=4, description="Largest response accepted, KiB; a longer one is aborted."
+        1024,
+        ge=4,
+        le=1024 * 1024,
+        description="Largest response accepted, KiB (at most 1 GiB); a longer one is aborted.",
     )
 
     @field_validator("url")
@@ -305,8 +388,9 @@ class MetricsSettings(_Section):
     """Prometheus endpoint (needs the 'metrics' extra: prometheus-client)."""
 
     enabled: bool = Field(False, description="Serve Prometheus metrics over HTTP.")
-    host: str = Field(
+    host: Text = Field(
         "127.0.0.1",
+        max_length=253,
         description="Address to listen on; loopback by default (metrics reveal what the "
         "device sees and are served without authentication).",
     )
@@ -321,19 +405,25 @@ class Settings(BaseSettings):
         env_nested_delimiter="__",
         extra="forbid",
         frozen=True,
+        allow_inf_nan=False,
     )
 
     device_id: str = Field(
         default_factory=socket.gethostname, description="Device id; default hostname."
     )
-    state_dir: Path = Field(Path("/var/lib/edged"), description="Writable state (outbox, seq).")
+    state_dir: CleanPath = Field(
+        Path("/var/lib/edged"), description="Writable state (outbox, seq)."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = Field(
         "info", description="Log level."
     )
-    stats_interval_s: float = Field(10.0, gt=0, description="Period of the stats message, s.")
+    stats_interval_s: float = Field(
+        10.0, ge=0.1, le=DAY_S, description="Period of the stats message, s."
+    )
     watchdog_stall_s: float = Field(
         30.0,
-        gt=0,
+        ge=1,
+        le=DAY_S,
         description="A pipeline whose source is up but that finished no input for this long is "
         "stalled: the systemd watchdog is no longer pinged, so systemd restarts the daemon "
         "(the unit's WatchdogSec must be longer). Keep it above the longest gap between "
@@ -436,30 +526,84 @@ def _loc(loc: tuple[int | str, ...]) -> str:
     return out or "(root)"
 
 
+#: A configuration file is a few KiB; anything far larger is not one (and is
+#: not read into memory whole, e.g. a config path pointing at a disk image).
+MAX_CONFIG_BYTES = 1 << 20
+
+
+def _read_config(path: Path) -> dict[str, Any]:
+    """Parse the TOML file at ``path``; every way it can be unusable is a :class:`ConfigError`.
+
+    Each problem names the file, and the line and column when the parser knows
+    them, because this message is also the reply to an MQTT ``reload``.
+    """
+    where = str(path)
+
+    def refuse(problem: str) -> ConfigError:
+        return ConfigError([(where, problem)], file=where)
+
+    try:
+        info = path.stat()
+        if stat.S_ISDIR(info.st_mode):
+            raise refuse("is a directory, not a config file")
+        if not stat.S_ISREG(info.st_mode):
+            # A FIFO or a device would block or never end.
+            raise refuse("is not a regular file")
+        with path.open("rb") as fh:
+            raw = fh.read(MAX_CONFIG_BYTES + 1)
+    except FileNotFoundError:
+        raise refuse("config file not found") from None
+    except PermissionError:
+        raise refuse("config file is not readable (permission denied)") from None
+    except OSError as exc:
+        raise refuse(f"cannot read config file: {exc.strerror or exc}") from None
+    except ValueError as exc:  # e.g. a NUL byte in the path itself
+        raise refuse(f"not a usable path: {exc}") from None
+    if len(raw) > MAX_CONFIG_BYTES:
+        raise refuse(f"larger than {MAX_CONFIG_BYTES // 1024} KiB: not a config file")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        line = raw.count(b"\n", 0, exc.start) + 1
+        column = exc.start - (raw.rfind(b"\n", 0, exc.start) + 1) + 1
+        raise refuse(
+            f"not UTF-8 text: byte 0x{raw[exc.start]:02x} at line {line}, column "
+            f"{column} (TOML files are UTF-8; re-save the file as UTF-8)",
+        ) from None
+    try:
+        return tomllib.loads(text)
+    except tomllib.TOMLDecodeError as exc:
+        raise refuse(f"not valid TOML: {exc}") from None
+    except ValueError as exc:  # tomllib lets int()'s digit limit through unwrapped
+        raise refuse(f"not valid TOML: {exc}") from None
+    except RecursionError:
+        # tomllib parses nested arrays and inline tables recursively; no
+        # configuration of ours nests more than three levels deep.
+        raise refuse("not valid TOML: arrays or inline tables are nested too deeply") from None
+
+
 def load_settings(path: Path | None, overrides: dict[str, Any] | None = None) -> Settings:
     """Load and validate settings from ``path`` (TOML) plus ``EDGED_*`` env variables.
 
-    Raises :class:`ConfigError` listing every problem with its key path.
+    Raises :class:`ConfigError` listing every problem with its key path, and
+    nothing else, whatever the file holds.
     """
-    data: dict[str, Any] = {}
-    if path is not None:
-        try:
-            with path.open("rb") as fh:
-                data = tomllib.load(fh)
-        except FileNotFoundError:
-            raise ConfigError([(str(path), "config file not found")]) from None
-        except PermissionError:
-            raise ConfigError(
-                [(str(path), "config file is not readable (permission denied)")]
-            ) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([(str(path), f"not valid TOML: {exc}")]) from None
+    data: dict[str, Any] = _read_config(path) if path is not None else {}
+    file = None if path is None else str(path)
     data.update(overrides or {})
+    # pydantic-settings reads init keywords starting with '_' as *its own*
+    # options (``_cli_parse_args``, ``_secrets_dir``, ``_env_file``…): from a
+    # file they would reconfigure the loader itself, so they are unknown keys.
+    underscored = sorted(k for k in data if k.startswith("_"))
+    if underscored:
+        raise ConfigError([(_loc((k,)), "unknown key") for k in underscored], file=file)
     try:
         return Settings(**data)
+    except SettingsError as exc:  # an EDGED_* variable that is not valid JSON, etc.
+        raise ConfigError([("environment", str(exc))], file=file) from None
     except ValidationError as exc:
         problems = [(_loc(e["loc"]), e["msg"].removeprefix("Value error, ")) for e in exc.errors()]
-        raise ConfigError(problems) from None
+        raise ConfigError(problems, file=file) from None
 
 
 def read_secret(path: Path | None, credential: str) -> str | None:

@@ -11,8 +11,10 @@ from typing import Any
 
 import pytest
 
+from edged.__main__ import main
 from edged.catalog.catalog import load_catalog
 from edged.label.quantize import write_local_entry
+from tests.helpers.bad_configs import KINDS, make_bad
 from tests.helpers.broker import RunningBroker
 from tests.helpers.daemon import Daemon, base_config, write_config
 
@@ -388,3 +390,50 @@ def test_check_login_leaves_a_running_daemons_session_alone(
         rc, _ = daemon.stop()
     assert rc == 0
     assert [m.payload for m in sub.messages()] == [b"online", b"stopped"]
+
+
+GOOD_TEXT = (
+    '[[pipelines]]\nname = "door"\nsource = "cam0"\ntask = "detection"\nmodel = "m"\nmax_fps = 5\n'
+)
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_check_exits_78_on_every_malformed_file(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str], kind: str
+) -> None:
+    """Latin-1 bytes, deep nesting, a directory, a FIFO…: exit 78 with the reason, no traceback."""
+    path = tmp_path / "edged.toml"
+    expected = make_bad(kind, path, GOOD_TEXT)
+    assert main(["check", "--offline", "--config", str(path)]) == EX_CONFIG
+    err = capsys.readouterr().err
+    assert expected in err
+    assert "Traceback" not in err
+
+
+@pytest.mark.parametrize("kind", ["latin1", "deep_inline_table"])
+def test_run_exits_78_on_a_malformed_file(tmp_path: Path, kind: str) -> None:
+    """`edged run` refuses such a file the same way: exit 78, the reason logged, no traceback."""
+    path = tmp_path / "edged.toml"
+    expected = make_bad(kind, path, GOOD_TEXT)
+    result = edged("run", "--config", str(path))
+    assert result.returncode == EX_CONFIG
+    assert expected in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.skipif(shutil.which("setpriv") is None, reason="needs setpriv to drop root")
+def test_check_exits_78_on_an_unreadable_file(tmp_path: Path) -> None:
+    """A config the service user may not read: exit 78, 'permission denied' (root reads anything,
+    so the check runs as nobody)."""
+    path = tmp_path / "edged.toml"
+    path.write_text(GOOD_TEXT)
+    path.chmod(0o600)
+    tmp_path.chmod(0o755)
+    result = subprocess.run(
+        ["setpriv", "--reuid=nobody", "--regid=nogroup", "--clear-groups",
+         sys.executable, "-m", "edged", "check", "--offline", "--config", str(path)],
+        capture_output=True, text=True, timeout=60, check=False, stdin=subprocess.DEVNULL,
+    )  # fmt: skip
+    assert result.returncode == EX_CONFIG, result.stderr
+    assert "permission denied" in result.stderr
+    assert "Traceback" not in result.stderr

@@ -9,6 +9,7 @@ import pytest
 
 from edged.errors import ConfigError
 from edged.settings import Settings, load_settings, read_secret
+from tests.helpers.bad_configs import KINDS, make_bad
 
 GOOD = """
 device_id = "pi-kitchen"
@@ -122,3 +123,20 @@ def test_schema_documents_units() -> None:
 def test_defaults_need_no_file() -> None:
     """Settings without a file use the hostname as device id."""
     assert load_settings(None).device_id == os.uname().nodename
+
+
+@pytest.mark.parametrize("kind", sorted(KINDS))
+def test_every_malformed_file_is_a_config_error(tmp_path: Path, kind: str) -> None:
+    """Bad bytes, deep nesting, huge numbers, a directory, a FIFO… are ConfigErrors naming why."""
+    path = tmp_path / "edged.toml"
+    expected = make_bad(kind, path, GOOD + "max_fps = 5\n")
+    with pytest.raises(ConfigError) as info:
+        load_settings(path)
+    assert expected in str(info.value)
+
+
+def test_a_bad_environment_value_is_a_config_error(monkeypatch: pytest.MonkeyPatch) -> None:
+    """An EDGED_* variable that is not the JSON a list needs is a ConfigError, not a crash."""
+    monkeypatch.setenv("EDGED_SOURCES", "[not json")
+    with pytest.raises(ConfigError, match="environment"):
+        load_settings(None)

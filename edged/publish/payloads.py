@@ -435,8 +435,12 @@ def offload_result(
 class PipelineState(_Payload):
     """One pipeline as seen in ``state``."""
 
-    status: Literal["running", "disabled", "down"]
-    reason: str | None = Field(None, description="Why it is not running.")
+    status: Literal["running", "degraded", "disabled", "down"]
+    reason: str | None = Field(
+        None,
+        description="Why it is not running; for 'degraded' (a stage keeps failing): "
+        "the failure count and the last error.",
+    )
 
 
 class SourceState(_Payload):

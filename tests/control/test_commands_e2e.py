@@ -184,7 +184,7 @@ def test_reload_with_a_broken_config_keeps_the_old_one(
     replied = time.time()
     assert reply["ok"] is False
     assert reply["applied"] is False
-    assert reply["error"].startswith("config: pipelines[0].threshold: ")
+    assert reply["error"].startswith(f"config: {running.config}: pipelines[0].threshold: ")
     assert reply["problems"] == [reply["error"].removeprefix("config: ").rsplit(" (", 1)[0]]
     assert wait_results(sub, after=replied, count=3)
     assert running.app.graph.pipelines["door"].threshold == 0.5

@@ -378,7 +378,7 @@ def test_reload_rereads_the_configuration_in_the_same_process(deployment: Deploy
 
     def reloads() -> int:
         log = c.run(["journalctl", "-u", "edged.service", "-o", "cat"]).stdout
-        return log.count('"event": "reloaded"')
+        return log.count('"event": "app.reloaded"')
 
     before, count = deployment.state(), reloads()
     c.run(["systemctl", "reload", "edged.service"])

@@ -153,7 +153,7 @@ def test_broken_reload_keeps_the_running_config(
                 model=str(private / "yolox_nano.onnx"), decoder="ssd-postprocess"
             )
             write_config(config, cfg)
-        reload_and_wait(daemon, sub, "reload_refused")
+        reload_and_wait(daemon, sub, "app.reload_refused")
         before = len(sub.messages(f"{DEV}/door/detections"))
         time.sleep(2)
         assert len(sub.messages(f"{DEV}/door/detections")) > before + 5, "the old pipeline stopped"
@@ -174,7 +174,7 @@ def test_valid_reload_applies_without_dropping_the_session(
         sub.wait_for(matching(f"{DEV}/door/detections"), timeout=30)
         cfg["pipelines"][0]["name"] = "porch"
         write_config(config, cfg)
-        reload_and_wait(daemon, sub, '"reloaded"')
+        reload_and_wait(daemon, sub, '"app.reloaded"')
         sub.wait_for(matching(f"{DEV}/porch/detections"), timeout=30)
         rc, _ = daemon.stop()
         assert rc == 0
