@@ -226,3 +226,109 @@ class HostileServer:
         if self._thread.is_alive():
             self._loop.call_soon_threadsafe(self._loop.stop)
             self._thread.join(10)
+
+
+class TrickleServer:
+    """An HTTPS server on loopback that answers one path a byte at a time.
+
+    The answer is valid and complete in the end — status line, headers, body —
+    but every byte comes ``interval_s`` after the previous one, so no single
+    read ever waits long enough to time out: only a deadline over the whole
+    exchange ends it. Other paths answer at once. Each answer closes its
+    connection. ``held_s`` lists, per trickled answer the client abandoned,
+    how long the client held on after its request arrived.
+    """
+
+    def __init__(self, tls: TlsMaterial, slow_path: str, interval_s: float = 0.5) -> None:
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.slow_path = slow_path
+        self.interval_s = interval_s
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(tls.cert, tls.key)
+        self.requests: Counter[str] = Counter()
+        self.held_s: list[float] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trickle", daemon=True)
+
+    @staticmethod
+    def _answer(path: str, body: bytes) -> bytes:
+        model = {"name": "trickle", "sha256": SHA}
+        if path == "/health":
+            doc: dict[str, Any] = {"v": 1, "status": "ok", "model": model}
+        else:
+            doc = {
+                "v": 1,
+                "ref": json.loads(body)["ref"],
+                "model": model,
+                "timing_ms": {"pre": 0, "infer": 1, "post": 0},
+                "detections": [],
+            }
+        data = json.dumps(doc).encode()
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        )
+        return head.encode() + data
+
+    @property
+    def hung_up(self) -> int:
+        """Trickled answers the client abandoned."""
+        return len(self.held_s)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        started, path = time.monotonic(), ""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            path = lines[0].split(" ")[1]
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            body = await reader.readexactly(length)
+            self.requests[path] += 1
+            started = time.monotonic()
+            answer = self._answer(path, body)
+            if path != self.slow_path:
+                writer.write(answer)
+                await writer.drain()
+                return
+            for i in range(len(answer)):
+                if writer.transport.is_closing() or reader.at_eof():
+                    self.held_s.append(time.monotonic() - started)
+                    return
+                writer.write(answer[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(self.interval_s)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            if path == self.slow_path:
+                self.held_s.append(time.monotonic() - started)
+        finally:
+            writer.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.context)
+        )
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.close()
+
+    def start(self) -> TrickleServer:
+        self._thread.start()
+        assert self._ready.wait(10), "trickle server did not start"
+        return self
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
