@@ -109,7 +109,7 @@ class CloudServer:
         self.proc = None
 
 
-Mode = Literal["ok", "stall", "error500", "huge", "unauthorized", "wrong_host"]
+Mode = Literal["ok", "stall", "error500", "huge", "unauthorized", "wrong_host", "long_labels"]
 
 
 class HostileServer:
@@ -165,6 +165,20 @@ class HostileServer:
             return self._json({"error": {"code": "unauthorized", "message": "no"}}, 401)
         if mode == "huge":
             return await self._huge(request)
+        if mode == "long_labels":  # 10 labels of 100 kB: under the 1 MiB answer cap
+            label = "x" * 100_000
+            return self._json(
+                {
+                    "v": 1,
+                    "ref": body["ref"],
+                    "model": {"name": "hostile", "sha256": SHA},
+                    "timing_ms": {"pre": 0, "infer": 1, "post": 0},
+                    "detections": [
+                        {"label": label, "class_id": 0, "score": 0.9, "box": [0.1, 0.1, 0.5, 0.9]}
+                    ]
+                    * 10,
+                }
+            )
         return self._json(
             {
                 "v": 1,

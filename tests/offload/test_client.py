@@ -89,6 +89,15 @@ class TestClient:
         hostile.set_mode("ok")
         assert c.detect(BODY, "r1", time.monotonic() + 5).ref == "r1"
 
+    def test_an_answer_with_100_kb_labels_is_refused_before_it_can_be_republished(
+        self, hostile: HostileServer, tls_material: TlsMaterial
+    ) -> None:
+        hostile.set_mode("long_labels")
+        err, _ = failure(client(hostile, tls_material.ca).detect, BODY, "r1", time.monotonic() + 5)
+        assert err.kind == "bad_response"
+        assert not err.retryable
+        assert "detections[0].label of 100000 characters (max 128)" in err.message
+
     def test_http_500_is_retryable(self, hostile: HostileServer, tls_material: TlsMaterial) -> None:
         hostile.set_mode("error500")
         err, _ = failure(client(hostile, tls_material.ca).detect, BODY, "r1", time.monotonic() + 5)
