@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import signal
 import ssl
 import subprocess
@@ -19,6 +20,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,8 +70,19 @@ def https_get(url: str, ca: Path, token: str, timeout: float = 2.0) -> int:
 class CloudServer:
     """``edged cloud serve`` with TLS on a fixed loopback port; restartable."""
 
-    def __init__(self, models_dir: Path, tls: TlsMaterial, token_file: Path, workdir: Path) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        tls: TlsMaterial,
+        token_file: Path,
+        workdir: Path,
+        *,
+        args: Sequence[str] = (),
+        nofile: int | None = None,
+    ) -> None:
+        """``args`` are extra CLI flags; ``nofile`` the soft open-files limit of the process."""
         self.port = free_port()
+        self._args, self._nofile = list(args), nofile
         self.url = f"https://127.0.0.1:{self.port}"
         self._tls, self._token_file = tls, token_file
         self._models_dir = models_dir
@@ -84,10 +97,13 @@ class CloudServer:
                     "--models-dir", str(self._models_dir), "--model", "yolox-nano-coco",
                     "--host", "127.0.0.1", "--port", str(self.port),
                     "--cert", str(self._tls.cert), "--key", str(self._tls.key),
-                    "--token-file", str(self._token_file), "--threads", "2",
+                    "--token-file", str(self._token_file), "--threads", "2", *self._args,
                 ],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
+        if self._nofile is not None:  # set while it still imports, long before it listens
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE, (self._nofile, hard))
         token = self._token_file.read_text().strip()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,6 +113,19 @@ class CloudServer:
                 break
             time.sleep(0.1)
         raise AssertionError(f"cloud server did not come up:\n{self.log_path.read_text()}")
+
+    def status(self, field: str) -> int:
+        """A ``kB`` field of the server process's /proc status (VmRSS, VmHWM…), in bytes."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    def reset_peak_rss(self) -> None:
+        """Reset VmHWM to the current RSS (Linux clear_refs, needs root or the same user)."""
+        assert self.proc is not None
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
