@@ -143,21 +143,6 @@ def cmd_models_verify(args: argparse.Namespace) -> int:
     return EX_FAILURE if bad else EX_OK
 
 
-def cmd_models_labels(args: argparse.Namespace) -> int:
-    from edged.catalog.labels import entry_labels
-    from edged.catalog.resolve import mirror_dir
-
-    settings, catalog = _catalog_and_settings(args)
-    if "/" in args.name or args.name.endswith((".onnx", ".tflite")):
-        raise CatalogError(
-            f"{args.name} is a model file, not a catalog name: its labels are the lines of "
-            "the pipeline's label_file"
-        )
-    names = entry_labels(catalog, catalog.get(args.name), settings.models.dir, mirror_dir(settings))
-    sys.stdout.write("".join(f"{n}\n" for n in names))
-    return EX_OK
-
-
 def cmd_demo(args: argparse.Namespace) -> int:
     from edged.demo import run_demo
 
@@ -277,13 +262,10 @@ def build_parser() -> argparse.ArgumentParser:
         ("list", cmd_models_list, "list catalog models and whether they are installed"),
         ("pull", cmd_models_pull, "download (or copy from a mirror) and verify models"),
         ("verify", cmd_models_verify, "re-hash installed model files"),
-        ("labels", cmd_models_labels, "print the label names of a model, one per line"),
     ):
         mp = with_config(models.add_parser(name, help=helptext))
         mp.add_argument("--models-dir", type=Path, default=None, help="override [models] dir")
         mp.set_defaults(func=func)
-        if name == "labels":
-            mp.add_argument("name", help="catalog name (bundled or made on this device)")
         if name == "pull":
             mp.add_argument("names", nargs="*", help="catalog names (default: all)")
             mp.add_argument("--mirror", type=Path, default=None, help="local mirror directory")

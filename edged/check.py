@@ -10,21 +10,11 @@ from __future__ import annotations
 
 import glob
 import importlib.util
-import ipaddress
-import os
 import socket
-import ssl
-import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
-
-import paho.mqtt.client as paho
-from paho.mqtt.enums import CallbackAPIVersion, MQTTErrorCode, MQTTProtocolVersion
-from paho.mqtt.reasoncodes import ReasonCode
 
 from edged.catalog.catalog import Catalog
-from edged.catalog.labels import unknown_label
 from edged.catalog.resolve import ResolvedModel, resolve
 from edged.errors import EdgedError
 from edged.infer.base import Model
@@ -33,9 +23,6 @@ from edged.settings import PipelineSettings, Settings, read_secret
 from edged.tasks import build_task
 
 Problem = tuple[str, str]
-
-#: How long `edged check` waits for the broker: TCP connect, TLS, and CONNACK each.
-_PROBE_S = 3.0
 
 
 @dataclass
@@ -52,23 +39,6 @@ class Preflight:
         self.models.clear()
 
 
-def _check_labels(key: str, p: PipelineSettings, resolved: ResolvedModel, out: Preflight) -> None:
-    # A name the model never reports filters out every result, silently
-    # ("Person" for COCO's "person"); an audio one stopped `run` with exit 1.
-    if p.labels and p.task == "pose":
-        out.warnings.append(
-            (f"{key}.labels", "has no effect: pose results carry keypoints, not labels")
-        )
-        return
-    see = (
-        f"; `edged models labels {resolved.name}` lists them" if resolved.entry is not None else ""
-    )
-    for j, name in enumerate(p.labels):
-        problem = unknown_label(name, resolved.labels, p.task)
-        if problem is not None:
-            out.problems.append((f"{key}.labels[{j}]", problem + see))
-
-
 def _check_pipeline(
     index: int, p: PipelineSettings, settings: Settings, catalog: Catalog, out: Preflight
 ) -> None:
@@ -78,7 +48,6 @@ def _check_pipeline(
     except EdgedError as exc:
         out.problems.append((f"{key}.model", str(exc)))
         return
-    _check_labels(key, p, resolved, out)
     try:
         model = load_model(resolved.path, runtime=resolved.runtime, threads=p.threads)
     except EdgedError as exc:
@@ -101,141 +70,27 @@ def _check_sources(settings: Settings, out: Preflight) -> None:
             out.problems.append((f"sources[{i}].uri", f"no image files at {s.uri}"))
 
 
-def _is_loopback(infos: list[tuple[Any, ...]]) -> bool:
-    """True when every address the broker host resolves to is on this machine."""
-    try:
-        return bool(infos) and all(ipaddress.ip_address(i[4][0]).is_loopback for i in infos)
-    except ValueError:  # not an IP address (e.g. a scoped IPv6 literal)
-        return False
-
-
-def _check_plaintext(
-    settings: Settings, password: str | None, out: Preflight, loopback: bool
-) -> None:
-    # A password sent without TLS can be read by anyone on the path to the
-    # broker. Traffic to a loopback address never leaves the device, so a
-    # local broker (the common setup) is not warned about.
-    m = settings.mqtt
-    if password and m.username and not m.tls and not loopback:
-        out.warnings.append(
-            (
-                "mqtt.tls",
-                f"the MQTT password of {m.username!r} is sent in clear text to "
-                f"{m.host}:{m.port}: set tls = true (with a TLS listener on the broker)",
-            )
-        )
-
-
-#: CONNACK refusals that a setting can fix: reason → key that names the fix.
-_REFUSAL_KEYS = {
-    "Unsupported protocol version": ("mqtt.protocol", "set protocol = '3.1.1' for this broker"),
-    "Client identifier not valid": ("mqtt.client_id", "the broker does not accept this client id"),
-}
-
-
-def _login_refused(settings: Settings, password: str | None, reason: str) -> Problem:
-    m = settings.mqtt
-    if reason in _REFUSAL_KEYS:
-        key, fix = _REFUSAL_KEYS[reason]
-        return key, f"broker {m.host}:{m.port} refused the connection ({reason}): {fix}"
-    if not m.username:
-        return (
-            "mqtt.username",
-            f"broker {m.host}:{m.port} refused an anonymous login ({reason}): set "
-            "mqtt.username and mqtt.password_file (or the credential mqtt_password)",
-        )
-    how = "with the password of mqtt.password_file" if password else "without a password"
-    return (
-        "mqtt.password_file" if password else "mqtt.username",
-        f"broker {m.host}:{m.port} refused the login of user {m.username!r} {how} "
-        f"({reason}): check mqtt.username and mqtt.password_file (or the credential "
-        "mqtt_password) against the broker's password file",
-    )
-
-
-def _probe_login(settings: Settings, password: str | None) -> Problem | None:
-    """Connect and log in as the daemon would; the problem, or None when the broker accepts.
-
-    A client id of its own, a clean session and no will: checking must not
-    take over the session of a daemon that is running with this config.
-    """
-    m = settings.mqtt
-    client = paho.Client(
-        CallbackAPIVersion.VERSION2,
-        client_id=f"edged-check-{os.getpid()}",
-        protocol=MQTTProtocolVersion.MQTTv5 if m.protocol == "5" else MQTTProtocolVersion.MQTTv311,
-    )
-    client.connect_timeout = _PROBE_S
-    if m.username:
-        client.username_pw_set(m.username, password)
-    answer: list[ReasonCode] = []
-    client.on_connect = lambda _c, _u, _f, reason, _p: answer.append(reason)
-    if m.tls:
-        try:
-            client.tls_set(
-                ca_certs=str(m.ca_file) if m.ca_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
-        except (OSError, ssl.SSLError) as exc:
-            return ("mqtt.ca_file", f"cannot load CA certificates from {m.ca_file}: {exc}")
-    try:
-        client.connect(m.host, m.port, keepalive=m.keepalive_s)
-    except ssl.SSLError as exc:
-        why = getattr(exc, "verify_message", None) or exc.reason or str(exc)
-        return (
-            "mqtt.ca_file" if m.ca_file else "mqtt.tls",
-            f"TLS with broker {m.host}:{m.port} failed: {why}",
-        )
-    except OSError as exc:
-        return ("mqtt.host", f"broker {m.host}:{m.port} is not reachable: {exc.strerror or exc}")
-    deadline = time.monotonic() + _PROBE_S
-    while not answer and time.monotonic() < deadline:
-        if client.loop(timeout=0.1) != MQTTErrorCode.MQTT_ERR_SUCCESS:
-            break  # the broker closed the connection without a CONNACK
-    if answer and not answer[0].is_failure:
-        client.disconnect()
-        client.loop(timeout=0.1)  # writes the DISCONNECT, then closes the socket
-    sock = client.socket()
-    if sock is not None:
-        sock.close()
-    if not answer:
-        hint = "" if m.tls else " (is it a TLS port? then set tls = true)"
-        return (
-            "mqtt.port",
-            f"broker {m.host}:{m.port} accepted TCP but gave no MQTT answer within "
-            f"{_PROBE_S:g} s{hint}",
-        )
-    if answer[0].is_failure:
-        return _login_refused(settings, password, str(answer[0]))
-    return None
-
-
 def _check_broker(settings: Settings, out: Preflight, *, connect: bool) -> None:
     m = settings.mqtt
     bucket = out.problems if connect else out.warnings
-    try:
-        password = read_secret(m.password_file, "mqtt_password")
-    except EdgedError:
-        password = None  # unreadable: reported by _check_secrets
     try:
         infos = socket.getaddrinfo(m.host, m.port, type=socket.SOCK_STREAM)
     except OSError as exc:
         bucket.append(
             ("mqtt.host", f"cannot resolve broker host {m.host!r}: {exc.strerror or exc}")
         )
-        _check_plaintext(settings, password, out, loopback=False)
         return
-    _check_plaintext(settings, password, out, loopback=_is_loopback(infos))
     if not connect:
         return
-    if m.tls and m.ca_file is not None and not m.ca_file.is_file():
-        return  # reported by _check_secrets; no TLS login can be tried
-    # `run` does not log in here: a refused login is retried (and logged) by
-    # the MQTT client, since credentials may be fixed on the broker's side.
-    problem = _probe_login(settings, password)
-    if problem is not None:
-        out.problems.append(problem)
+    family, kind, proto, _, addr = infos[0]
+    with socket.socket(family, kind, proto) as sock:
+        sock.settimeout(3.0)
+        try:
+            sock.connect(addr)
+        except OSError as exc:
+            bucket.append(
+                ("mqtt.host", f"broker {m.host}:{m.port} is not reachable: {exc.strerror or exc}")
+            )
 
 
 def _check_secrets(settings: Settings, out: Preflight) -> None:

@@ -23,7 +23,6 @@ from pydantic import (
     field_validator,
     model_validator,
 )
-from pydantic_core import InitErrorDetails, PydanticCustomError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -110,14 +109,6 @@ class ModelsSettings(_Section):
 
 
 SourceKind = Literal["picamera2", "v4l2", "stream", "file", "images", "microphone", "wav"]
-
-#: Which source kinds each pipeline task can read: vision tasks take frames,
-#: the audio task takes samples. A pairing outside this table cannot run.
-TASK_SOURCE_KINDS: dict[str, tuple[str, ...]] = {
-    "detection": ("picamera2", "v4l2", "stream", "file", "images"),
-    "pose": ("picamera2", "v4l2", "stream", "file", "images"),
-    "audio": ("microphone", "wav"),
-}
 
 
 class SourceSettings(_Section):
@@ -385,37 +376,6 @@ class Settings(BaseSettings):
         ]
         if problems:
             raise ValueError("; ".join(problems))
-        return self
-
-    @model_validator(mode="after")
-    def _task_reads_its_source_kind(self) -> Settings:
-        # A detection pipeline on a WAV source passed validation and then died
-        # in the graph (exit 1, a restart loop under systemd): refuse it here,
-        # so that `check`, `run` and `reload` all name the keys to change.
-        kinds = {s.name: s.kind for s in self.sources}
-        errors: list[InitErrorDetails] = []
-        for i, p in enumerate(self.pipelines):
-            fits = TASK_SOURCE_KINDS[p.task]
-            # An undefined source is reported by _references_ok.
-            if p.source not in kinds or kinds[p.source] in fits:
-                continue
-            need = "audio" if p.task == "audio" else "video"
-            problem = (
-                f"task {p.task!r} reads {need} sources, but pipelines[{i}].source "
-                f"{p.source!r} is a {kinds[p.source]!r} source (kinds that fit: "
-                f"{', '.join(fits)}); change the task or point the pipeline at such a source"
-            )
-            errors.append(
-                InitErrorDetails(
-                    # "{problem}": the message is already formatted; the key path
-                    # comes from loc, as for every other error.
-                    type=PydanticCustomError("task_source_kind", "{problem}", {"problem": problem}),
-                    loc=("pipelines", i, "task"),
-                    input=p.task,
-                )
-            )
-        if errors:
-            raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
 
     def source(self, name: str) -> SourceSettings:

@@ -7,6 +7,7 @@ windows, resampling and smoothing over windows belong to the pipeline
 
 from __future__ import annotations
 
+import difflib
 import time
 from collections.abc import Collection, Iterable, Sequence
 from dataclasses import dataclass
@@ -14,7 +15,6 @@ from dataclasses import dataclass
 import numpy as np
 import numpy.typing as npt
 
-from edged.catalog.labels import nearest
 from edged.catalog.resolve import ResolvedModel
 from edged.decode.audio import DECODERS, AudioDecoder, ScoreSmoother
 from edged.decode.audio import top_k as best_classes
@@ -55,7 +55,7 @@ def check_labels(labels: Sequence[str], names: Iterable[str]) -> None:
     known = set(labels)
     for name in names:
         if name not in known:
-            close = nearest(name, labels)
+            close = difflib.get_close_matches(name, labels, n=3)
             hint = f" (did you mean {', '.join(map(repr, close))}?)" if close else ""
             raise ModelError(f"label {name!r} is not a class of this model{hint}")
 
