@@ -68,6 +68,10 @@ log = structlog.get_logger(__name__)
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
 
+#: How long an authenticated connection may stay idle between requests (aiohttp's run_app default).
+KEEPALIVE_S = 75.0
+
+
 class BadRequestError(EdgedError):
     """The request was well-formed HTTP but not a usable detect request."""
 
@@ -386,8 +390,10 @@ async def _serve(
     runner = web.AppRunner(
         app,
         access_log=None,
-        # An idle kept-alive connection holds a slot: it gets as long as a new one would.
-        keepalive_timeout=options.header_timeout_s,
+        # A device keeps its TLS connection between frames (no handshake per
+        # frame on a slow uplink). Only authenticated connections live this
+        # long: the guard closes the others after --header-timeout-s.
+        keepalive_timeout=KEEPALIVE_S,
         shutdown_timeout=2.0,
     )
     await runner.setup()
