@@ -184,6 +184,10 @@ def cmd_cloud_serve(args: argparse.Namespace) -> int:
         threads=args.threads,
         max_body_mb=args.max_body_mb,
         decoder=args.decoder,
+        max_pixels=args.max_pixels,
+        max_connections=args.max_connections,
+        header_timeout_s=args.header_timeout_s,
+        body_timeout_s=args.body_timeout_s,
     )
     serve(options, settings, catalog)
     return EX_OK
@@ -209,6 +213,30 @@ def _add_cloud(sub: argparse._SubParsersAction[argparse.ArgumentParser]) -> None
     )
     p.add_argument("--threads", type=int, default=2, help="inference threads")
     p.add_argument("--max-body-mb", type=float, default=8.0, help="largest request body, MB")
+    p.add_argument(
+        "--max-pixels",
+        type=int,
+        default=40_000_000,
+        help="largest image, width x height from its header, checked before decoding",
+    )
+    p.add_argument(
+        "--max-connections",
+        type=int,
+        default=256,
+        help="open connections at most; the oldest unauthenticated one makes room",
+    )
+    p.add_argument(
+        "--header-timeout-s",
+        type=float,
+        default=10.0,
+        help="from connect to an authenticated request's headers (TLS included), s",
+    )
+    p.add_argument(
+        "--body-timeout-s",
+        type=float,
+        default=30.0,
+        help="to receive a request body once its headers are in, s",
+    )
     p.set_defaults(func=cmd_cloud_serve)
 
 

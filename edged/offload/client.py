@@ -5,8 +5,11 @@ synchronous, which is what a worker thread wants (no event loop to own). Its
 pool keeps the TLS connection alive between requests, so a frame does not pay
 a handshake on a slow uplink, and it can be thread-shared by the link probe
 and the worker. Everything that could let a hostile or broken server hold the
-device is bounded here: connect and read timeouts, a per-request deadline
-checked between reads, a response size cap (checked against Content-Length
+device is bounded here: connect and read timeouts, one absolute deadline
+over the whole exchange — connect, TLS, request, headers and body — enforced
+by shutting the socket down when it passes (:mod:`~edged.offload.deadline`:
+per-read timeouts alone let a server trickling its headers hold a request
+indefinitely), a response size cap (checked against Content-Length
 before reading, then while reading), no compressed responses (a 1 MiB gzip
 body can inflate to gigabytes), no redirects (they could carry the token
 elsewhere), and urllib3's own retries off (the worker decides when to retry).
@@ -36,6 +39,7 @@ from urllib3.response import BaseHTTPResponse
 
 from edged import __version__
 from edged.errors import EdgedError
+from edged.offload.deadline import Deadline, DeadlinePool
 from edged.offload.protocol import DETECT_PATH, HEALTH_PATH, JSON, DetectResponse, ErrorBody
 from edged.settings import OffloadSettings
 
@@ -119,16 +123,22 @@ class CloudClient:
         self._pool = urllib3.PoolManager(
             num_pools=1, maxsize=2, headers=headers, ssl_context=context
         )
+        self._pool.pool_classes_by_scheme = {"https": DeadlinePool}  # https only (settings)
 
     def close(self) -> None:
         """Close idle connections."""
         self._pool.clear()
 
     # -- the two requests ------------------------------------------------
+    @property
+    def probe_budget_s(self) -> float:
+        """The deadline of one health probe, whole exchange: connect + one read timeout."""
+        return self._connect_s + self._read_s
+
     def health(self) -> float:
-        """Probe ``GET /health``; the round trip in ms, or CloudError."""
+        """Probe ``GET /health``; the round trip in ms, or CloudError (never past its deadline)."""
         reply = self._request(
-            "GET", HEALTH_PATH, None, time.monotonic() + self._connect_s + self._read_s, _HEALTH_CAP
+            "GET", HEALTH_PATH, None, time.monotonic() + self.probe_budget_s, _HEALTH_CAP
         )
         self._check_status(reply)
         return reply.elapsed_ms
@@ -171,7 +181,38 @@ class CloudClient:
         left = deadline - started
         if left <= 0:
             raise CloudError("timeout", "no time left for the request", retryable=False)
+        expired = CloudError(
+            "timeout",
+            f"{method} {path} not completed within its deadline of {left:.1f} s",
+            retryable=False,
+        )
+        with Deadline(deadline) as watchdog:
+            try:
+                reply = self._exchange(
+                    method, path, body, watchdog=watchdog, cap=cap, started=started
+                )
+            except (CloudError, OSError) as exc:
+                if watchdog.fired:  # whatever the interrupted call raised, the deadline caused it
+                    raise expired from None
+                if isinstance(exc, CloudError):
+                    raise
+                raise CloudError("connection", _short(exc), retryable=True) from None
+            if watchdog.fired:  # a shut socket reads as a clean end: the body may be cut short
+                raise expired
+            return reply
+
+    def _exchange(
+        self,
+        method: str,
+        path: str,
+        body: bytes | None,
+        *,
+        watchdog: Deadline,
+        cap: int,
+        started: float,
+    ) -> Reply:
         headers = {"Content-Type": JSON} if body is not None else None
+        left = watchdog.left()
         try:
             resp = self._pool.request(
                 method,
@@ -194,7 +235,7 @@ class CloudClient:
         except HTTPError as exc:
             raise CloudError("connection", _short(exc), retryable=True) from None
         try:
-            data = self._read_capped(resp, deadline, cap)
+            data = self._read_capped(resp, watchdog.at, cap)
         finally:
             resp.release_conn()
         return Reply(

@@ -2,7 +2,11 @@
 
 Two signals feed it. A thread probes ``GET <url>/health`` every
 ``probe_interval_s`` (reachability, round-trip time, and — since the probe
-carries the token — authorization). Real requests report back too: a frame
+carries the token — authorization). Each probe has one absolute deadline,
+``connect_timeout_s + read_timeout_s`` over the whole exchange: a probe that
+misses it marks the link ``down`` (a slow one that makes it but is over
+``max_rtt_ms``, ``degraded``), so a server trickling its ``/health`` answer
+cannot freeze the probe — or the link's last good state — for the whole run. Real requests report back too: a frame
 that finally failed marks the link ``down`` at once and holds it there for
 a while that doubles with every further failure (one probe interval, then
 two, four… capped at ten minutes), so a server that answers its health

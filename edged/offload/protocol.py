@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from typing import Annotated, Final, Literal
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from edged.publish.payloads import DetectionItem, ModelRef, Name, NormBox, Timing
 
@@ -27,6 +27,12 @@ PROTOCOL_VERSION: Final = 1
 HEALTH_PATH: Final = "/health"
 DETECT_PATH: Final = "/v1/detect"
 JSON: Final = "application/json"
+#: Longest label (and model name) a device accepts in an answer, characters. The
+#: device republishes answers over MQTT: a server must not be able to make it
+#: publish 100 kB labels (the request's labels have the same bound).
+MAX_LABEL_CHARS: Final = 128
+#: Most detections a device accepts in one answer.
+MAX_DETECTIONS: Final = 1000
 
 
 class _Strict(BaseModel):
@@ -49,7 +55,7 @@ class DetectRequest(_Strict):
     ref: str = Field(min_length=1, max_length=64, description="id of the local result.")
     frame: FrameSize
     crop: NormBox = Field(description="The region of the original frame the image shows.")
-    labels: list[Annotated[str, Field(max_length=128)]] = Field(
+    labels: list[Annotated[str, Field(max_length=MAX_LABEL_CHARS)]] = Field(
         default_factory=list, max_length=1000, description="Labels of interest; empty: all."
     )
     threshold: float = Field(ge=0.0, le=1.0, description="Lowest score to report.")
@@ -63,7 +69,25 @@ class DetectResponse(_Strict):
     ref: str = Field(description="The request's ref, echoed.")
     model: ModelRef
     timing_ms: Timing
-    detections: list[DetectionItem] = Field(max_length=1000)
+    detections: list[DetectionItem] = Field(max_length=MAX_DETECTIONS)
+
+    @field_validator("model")
+    @classmethod
+    def _short_model_name(cls, v: ModelRef) -> ModelRef:
+        if len(v.name) > MAX_LABEL_CHARS:
+            raise ValueError(f"model.name of {len(v.name)} characters (max {MAX_LABEL_CHARS})")
+        return v
+
+    @field_validator("detections")
+    @classmethod
+    def _short_labels(cls, v: list[DetectionItem]) -> list[DetectionItem]:
+        # Refused, not truncated: a label cut short is a different label.
+        for i, d in enumerate(v):
+            if len(d.label) > MAX_LABEL_CHARS:
+                raise ValueError(
+                    f"detections[{i}].label of {len(d.label)} characters (max {MAX_LABEL_CHARS})"
+                )
+        return v
 
 
 class Health(_Strict):

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import resource
 import signal
 import ssl
 import subprocess
@@ -19,6 +20,7 @@ import threading
 import time
 import urllib.request
 from collections import Counter
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any, Literal
 
@@ -68,8 +70,19 @@ def https_get(url: str, ca: Path, token: str, timeout: float = 2.0) -> int:
 class CloudServer:
     """``edged cloud serve`` with TLS on a fixed loopback port; restartable."""
 
-    def __init__(self, models_dir: Path, tls: TlsMaterial, token_file: Path, workdir: Path) -> None:
+    def __init__(
+        self,
+        models_dir: Path,
+        tls: TlsMaterial,
+        token_file: Path,
+        workdir: Path,
+        *,
+        args: Sequence[str] = (),
+        nofile: int | None = None,
+    ) -> None:
+        """``args`` are extra CLI flags; ``nofile`` the soft open-files limit of the process."""
         self.port = free_port()
+        self._args, self._nofile = list(args), nofile
         self.url = f"https://127.0.0.1:{self.port}"
         self._tls, self._token_file = tls, token_file
         self._models_dir = models_dir
@@ -84,10 +97,13 @@ class CloudServer:
                     "--models-dir", str(self._models_dir), "--model", "yolox-nano-coco",
                     "--host", "127.0.0.1", "--port", str(self.port),
                     "--cert", str(self._tls.cert), "--key", str(self._tls.key),
-                    "--token-file", str(self._token_file), "--threads", "2",
+                    "--token-file", str(self._token_file), "--threads", "2", *self._args,
                 ],
                 cwd=REPO, stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             )  # fmt: skip
+        if self._nofile is not None:  # set while it still imports, long before it listens
+            hard = resource.getrlimit(resource.RLIMIT_NOFILE)[1]
+            resource.prlimit(self.proc.pid, resource.RLIMIT_NOFILE, (self._nofile, hard))
         token = self._token_file.read_text().strip()
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
@@ -97,6 +113,19 @@ class CloudServer:
                 break
             time.sleep(0.1)
         raise AssertionError(f"cloud server did not come up:\n{self.log_path.read_text()}")
+
+    def status(self, field: str) -> int:
+        """A ``kB`` field of the server process's /proc status (VmRSS, VmHWM…), in bytes."""
+        assert self.proc is not None
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith(field + ":"):
+                return int(line.split()[1]) * 1024
+        raise KeyError(field)
+
+    def reset_peak_rss(self) -> None:
+        """Reset VmHWM to the current RSS (Linux clear_refs, needs root or the same user)."""
+        assert self.proc is not None
+        Path(f"/proc/{self.proc.pid}/clear_refs").write_text("5")
 
     def stop(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
@@ -109,7 +138,7 @@ class CloudServer:
         self.proc = None
 
 
-Mode = Literal["ok", "stall", "error500", "huge", "unauthorized", "wrong_host"]
+Mode = Literal["ok", "stall", "error500", "huge", "unauthorized", "wrong_host", "long_labels"]
 
 
 class HostileServer:
@@ -165,6 +194,20 @@ class HostileServer:
             return self._json({"error": {"code": "unauthorized", "message": "no"}}, 401)
         if mode == "huge":
             return await self._huge(request)
+        if mode == "long_labels":  # 10 labels of 100 kB: under the 1 MiB answer cap
+            label = "x" * 100_000
+            return self._json(
+                {
+                    "v": 1,
+                    "ref": body["ref"],
+                    "model": {"name": "hostile", "sha256": SHA},
+                    "timing_ms": {"pre": 0, "infer": 1, "post": 0},
+                    "detections": [
+                        {"label": label, "class_id": 0, "score": 0.9, "box": [0.1, 0.1, 0.5, 0.9]}
+                    ]
+                    * 10,
+                }
+            )
         return self._json(
             {
                 "v": 1,
@@ -220,6 +263,112 @@ class HostileServer:
     def start(self) -> HostileServer:
         self._thread.start()
         assert self._ready.wait(10), "hostile server did not start"
+        return self
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+
+class TrickleServer:
+    """An HTTPS server on loopback that answers one path a byte at a time.
+
+    The answer is valid and complete in the end — status line, headers, body —
+    but every byte comes ``interval_s`` after the previous one, so no single
+    read ever waits long enough to time out: only a deadline over the whole
+    exchange ends it. Other paths answer at once. Each answer closes its
+    connection. ``held_s`` lists, per trickled answer the client abandoned,
+    how long the client held on after its request arrived.
+    """
+
+    def __init__(self, tls: TlsMaterial, slow_path: str, interval_s: float = 0.5) -> None:
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.slow_path = slow_path
+        self.interval_s = interval_s
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(tls.cert, tls.key)
+        self.requests: Counter[str] = Counter()
+        self.held_s: list[float] = []
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="trickle", daemon=True)
+
+    @staticmethod
+    def _answer(path: str, body: bytes) -> bytes:
+        model = {"name": "trickle", "sha256": SHA}
+        if path == "/health":
+            doc: dict[str, Any] = {"v": 1, "status": "ok", "model": model}
+        else:
+            doc = {
+                "v": 1,
+                "ref": json.loads(body)["ref"],
+                "model": model,
+                "timing_ms": {"pre": 0, "infer": 1, "post": 0},
+                "detections": [],
+            }
+        data = json.dumps(doc).encode()
+        head = (
+            "HTTP/1.1 200 OK\r\nContent-Type: application/json\r\n"
+            f"Content-Length: {len(data)}\r\nConnection: close\r\n\r\n"
+        )
+        return head.encode() + data
+
+    @property
+    def hung_up(self) -> int:
+        """Trickled answers the client abandoned."""
+        return len(self.held_s)
+
+    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        started, path = time.monotonic(), ""
+        try:
+            head = await reader.readuntil(b"\r\n\r\n")
+            lines = head.decode("latin-1").split("\r\n")
+            path = lines[0].split(" ")[1]
+            length = 0
+            for line in lines[1:]:
+                name, _, value = line.partition(":")
+                if name.strip().lower() == "content-length":
+                    length = int(value)
+            body = await reader.readexactly(length)
+            self.requests[path] += 1
+            started = time.monotonic()
+            answer = self._answer(path, body)
+            if path != self.slow_path:
+                writer.write(answer)
+                await writer.drain()
+                return
+            for i in range(len(answer)):
+                if writer.transport.is_closing() or reader.at_eof():
+                    self.held_s.append(time.monotonic() - started)
+                    return
+                writer.write(answer[i : i + 1])
+                await writer.drain()
+                await asyncio.sleep(self.interval_s)
+        except (ConnectionError, asyncio.IncompleteReadError, ssl.SSLError):
+            if path == self.slow_path:
+                self.held_s.append(time.monotonic() - started)
+        finally:
+            writer.close()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        server = self._loop.run_until_complete(
+            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.context)
+        )
+        self._ready.set()
+        self._loop.run_forever()
+        server.close()
+        tasks = asyncio.all_tasks(self._loop)
+        for task in tasks:
+            task.cancel()
+        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
+        self._loop.close()
+
+    def start(self) -> TrickleServer:
+        self._thread.start()
+        assert self._ready.wait(10), "trickle server did not start"
         return self
 
     def close(self) -> None:

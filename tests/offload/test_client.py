@@ -12,12 +12,14 @@ from edged.offload.client import CloudClient, CloudError
 from edged.settings import OffloadSettings
 from tests.helpers.broker import TlsMaterial
 from tests.offload.conftest import TOKEN
-from tests.offload.servers import HostileServer
+from tests.offload.servers import HostileServer, TrickleServer
 
 BODY = b'{"ref":"r1"}'
 
 
-def client(server: HostileServer, ca: Path, token: str = TOKEN, **settings: float) -> CloudClient:
+def client(
+    server: HostileServer | TrickleServer, ca: Path, token: str = TOKEN, **settings: float
+) -> CloudClient:
     values = {"connect_timeout_s": 1.0, "read_timeout_s": 1.0, **settings}
     return CloudClient(OffloadSettings(url=server.url, ca_file=ca, **values), token)  # type: ignore[arg-type]
 
@@ -87,6 +89,15 @@ class TestClient:
         hostile.set_mode("ok")
         assert c.detect(BODY, "r1", time.monotonic() + 5).ref == "r1"
 
+    def test_an_answer_with_100_kb_labels_is_refused_before_it_can_be_republished(
+        self, hostile: HostileServer, tls_material: TlsMaterial
+    ) -> None:
+        hostile.set_mode("long_labels")
+        err, _ = failure(client(hostile, tls_material.ca).detect, BODY, "r1", time.monotonic() + 5)
+        assert err.kind == "bad_response"
+        assert not err.retryable
+        assert "detections[0].label of 100000 characters (max 128)" in err.message
+
     def test_http_500_is_retryable(self, hostile: HostileServer, tls_material: TlsMaterial) -> None:
         hostile.set_mode("error500")
         err, _ = failure(client(hostile, tls_material.ca).detect, BODY, "r1", time.monotonic() + 5)
@@ -129,3 +140,35 @@ class TestClient:
         assert err.kind == "connect"
         assert err.retryable
         assert took < 3.0
+
+
+class TestWholeExchangeDeadline:
+    """A server trickling its answer a byte at a time never makes one read time out."""
+
+    def test_trickled_headers_are_abandoned_at_the_request_deadline(
+        self, tls_material: TlsMaterial
+    ) -> None:
+        server = TrickleServer(tls_material, "/v1/detect", interval_s=0.3).start()
+        try:
+            c = client(server, tls_material.ca)  # read timeout 1 s > 0.3 s between bytes
+            err, took = failure(c.detect, BODY, "r1", time.monotonic() + 3.0)
+            assert err.kind == "timeout"
+            assert "deadline" in err.message
+            assert abs(took - 3.0) <= 1.0, f"abandoned after {took:.1f} s, deadline 3 s"
+            # The connection was shut, not left half-read: the server sees the hang-up.
+            deadline = time.monotonic() + 3
+            while server.hung_up == 0 and time.monotonic() < deadline:
+                time.sleep(0.1)
+            assert server.hung_up == 1
+        finally:
+            server.close()
+
+    def test_a_trickled_health_probe_ends_at_its_deadline(self, tls_material: TlsMaterial) -> None:
+        server = TrickleServer(tls_material, "/health", interval_s=0.3).start()
+        try:
+            # The probe's deadline is connect + read timeout: 2 s.
+            err, took = failure(client(server, tls_material.ca).health)
+            assert err.kind == "timeout"
+            assert abs(took - 2.0) <= 1.0, f"probe abandoned after {took:.1f} s, deadline 2 s"
+        finally:
+            server.close()

@@ -134,6 +134,7 @@ def test_budget_caps_frames_per_minute_and_bytes_per_day_across_restarts(
     frames_cfg = offload_config(
         tmp_path, models_dir, media_dir, broker, device="fpmdev",
         frames_per_minute=6, pipeline={"publish": "changes"}, **common,
+        queue_size=8,  # the whole burst of 6 fits: on a loaded machine 4 dropped one (queue_full)
     )  # fmt: skip
     bytes_cfg = offload_config(
         tmp_path, models_dir, media_dir, broker, device="mbdev",

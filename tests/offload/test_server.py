@@ -152,3 +152,13 @@ class TestReferenceServer:
         )  # fmt: skip
         assert done.returncode == 78
         assert "--token-file" in done.stderr
+
+    def test_the_cli_refuses_limits_that_are_not_positive(self, models_dir: Path) -> None:
+        done = subprocess.run(
+            [sys.executable, "-m", "edged", "cloud", "serve", "--models-dir", str(models_dir),
+             "--max-pixels", "0", "--header-timeout-s", "nan"],
+            capture_output=True, text=True, timeout=60, check=False,
+        )  # fmt: skip
+        assert done.returncode == 78
+        assert "--max-pixels" in done.stderr
+        assert "--header-timeout-s" in done.stderr
