@@ -318,6 +318,8 @@ def _reader_gone() -> int:
     devnull = os.open(os.devnull, os.O_WRONLY)
     try:
         os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout has no descriptor (replaced in-process)
+        pass
     finally:
         os.close(devnull)
     return EX_PIPE
