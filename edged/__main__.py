@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import sys
 from collections.abc import Sequence
 from pathlib import Path
@@ -18,7 +19,7 @@ import structlog
 from edged import __version__
 from edged.catalog.catalog import Catalog, load_catalog
 from edged.errors import CatalogError, ConfigError, EdgedError
-from edged.log import configure_logging
+from edged.log import configure_logging, quiet_native_libraries
 from edged.settings import DEFAULT_CONFIG, Settings, load_settings
 
 EX_OK = 0
@@ -26,6 +27,11 @@ EX_FAILURE = 1
 EX_USAGE = 64
 EX_UNAVAILABLE = 69
 EX_CONFIG = 78
+#: What a shell reports for a command killed by SIGPIPE (128 + 13): the status
+#: of ``edged config schema | head`` once ``head`` stopped reading.
+EX_PIPE = 141
+
+LOG_LEVELS = ("debug", "info", "warning", "error")
 
 log = structlog.get_logger("edged")
 
@@ -70,6 +76,11 @@ def cmd_check(args: argparse.Namespace) -> int:
 def cmd_run(args: argparse.Namespace) -> int:
     from edged.app import run_daemon
 
+    if args.log_level is not None:
+        # The daemon takes its level from the settings, where the environment
+        # overrides the file (EDGED_LOG_LEVEL); so does --log-level, and it
+        # keeps doing so across reloads, which re-read the environment.
+        os.environ["EDGED_LOG_LEVEL"] = args.log_level
     return run_daemon(args.config)
 
 
@@ -245,7 +256,7 @@ def build_parser() -> argparse.ArgumentParser:
         prog="edged", description=__doc__.split("\n", 1)[0] if __doc__ else None
     )
     parser.add_argument("--version", action="version", version=f"edged {__version__}")
-    parser.add_argument("--log-level", choices=["debug", "info", "warning", "error"], default=None)
+    parser.add_argument("--log-level", choices=LOG_LEVELS, default=None, help="log level")
     sub = parser.add_subparsers(dest="command", required=True)
 
     def with_config(p: argparse.ArgumentParser) -> argparse.ArgumentParser:
@@ -310,11 +321,60 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.set_defaults(func=cmd_demo)
     _add_cloud(sub)
+    _add_to_every_command(
+        parser, "--log-level", choices=LOG_LEVELS, help="log level (before or after the command)"
+    )
     return parser
+
+
+def _add_to_every_command(parser: argparse.ArgumentParser, *flags: str, **kwargs: object) -> None:
+    """Accept an option of the top-level parser after any (sub)command too.
+
+    ``default=SUPPRESS`` on the subcommands: an option given before the
+    command is not reset to a default by the subcommand's parser, and one
+    given after it lands in the same attribute.
+    """
+    for action in parser._actions:
+        if isinstance(action, argparse._SubParsersAction):
+            for child in action.choices.values():
+                if not any(flag in child._option_string_actions for flag in flags):
+                    child.add_argument(*flags, default=argparse.SUPPRESS, **kwargs)
+                _add_to_every_command(child, *flags, **kwargs)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edged`` console script."""
+    # Before anything imports cv2 or a runtime: they read it when they load.
+    quiet_native_libraries()
+    try:
+        code = _main(argv)
+        # Flush here, not at interpreter exit, so that a reader that went
+        # away raises below instead of in Python's shutdown.
+        sys.stdout.flush()
+    except BrokenPipeError:
+        return _reader_gone()
+    return code
+
+
+def _reader_gone() -> int:
+    """stdout's reader closed the pipe (``edged config schema | head``): end quietly.
+
+    As tools do when SIGPIPE ends them: no traceback, status 141. Python
+    ignores SIGPIPE (the daemon must, for its sockets), so the write raised
+    instead; stdout now points at /dev/null, so that the interpreter's last
+    flush of what is still buffered cannot complain either.
+    """
+    devnull = os.open(os.devnull, os.O_WRONLY)
+    try:
+        os.dup2(devnull, sys.stdout.fileno())
+    except (OSError, ValueError):  # stdout has no descriptor (replaced in-process)
+        pass
+    finally:
+        os.close(devnull)
+    return EX_PIPE
+
+
+def _main(argv: Sequence[str] | None) -> int:
     args = build_parser().parse_args(argv)
     if args.command != "run":  # run configures logging from its settings
         configure_logging(args.log_level or "warning")

@@ -305,7 +305,11 @@ class App:
             old.close_models()
             self.graph = graph
             self.settings = self.settings.model_copy(
-                update={"sources": new.sources, "pipelines": new.pipelines}
+                update={
+                    "sources": new.sources,
+                    "pipelines": new.pipelines,
+                    "commands": new.commands,
+                }
             )
             self.results.clear_models()
             self._register_models()

@@ -14,6 +14,7 @@ from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
 from edged.settings import (
+    CommandsSettings,
     MetricsSettings,
     ModelsSettings,
     MqttSettings,
@@ -35,6 +36,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[pipelines.offload]", PipelineOffloadSettings, ""),
     ("[offload]", OffloadSettings, "EDGED_OFFLOAD__"),
     ("[metrics]", MetricsSettings, "EDGED_METRICS__"),
+    ("[commands]", CommandsSettings, "EDGED_COMMANDS__"),
 ]
 
 

@@ -397,6 +397,30 @@ class MetricsSettings(_Section):
     port: int = Field(9108, ge=1, le=65535, description="TCP port of the /metrics endpoint.")
 
 
+#: Every MQTT command, by name (``edged/control/commands.py`` implements them).
+CommandName = Literal["ping", "enable", "disable", "set_threshold", "reload", "snapshot"]
+
+#: Commands that change nothing and reveal nothing beyond what ``state`` already
+#: publishes: the default allow-list.
+READ_ONLY_COMMANDS: tuple[CommandName, ...] = ("ping",)
+
+
+class CommandsSettings(_Section):
+    """Which MQTT commands the daemon runs (docs/commands.md).
+
+    The allow-list decides *what* may be asked; *who* may ask is the broker's
+    ACL on ``<prefix>/<device_id>/cmd/#`` (docs/commands.md), since MQTT
+    carries no authenticated sender in a message.
+    """
+
+    allow: list[CommandName] = Field(
+        default=list(READ_ONLY_COMMANDS),
+        description="Commands the daemon runs; any other is answered 'not allowed'. The default "
+        "is the read-only 'ping'; 'enable', 'disable', 'set_threshold', 'reload' and 'snapshot' "
+        "(a camera image) must be listed to be accepted. Applied on reload.",
+    )
+
+
 class Settings(BaseSettings):
     """Root of the configuration (DESIGN §8)."""
 
@@ -436,6 +460,7 @@ class Settings(BaseSettings):
     pipelines: list[PipelineSettings] = Field(default_factory=list)
     offload: OffloadSettings = Field(default_factory=OffloadSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
+    commands: CommandsSettings = Field(default_factory=CommandsSettings)
 
     @classmethod
     def settings_customise_sources(

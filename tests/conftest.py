@@ -15,6 +15,7 @@ import structlog
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
+from edged.log import reset_stdlib_logging
 from tests.helpers.broker import *  # noqa: F403  (broker fixtures are registered by name)
 from tests.helpers.www import *  # noqa: F403  (the loopback HTTP server fixture, by name)
 
@@ -59,3 +60,4 @@ def _fresh_logging() -> object:
     """
     yield
     structlog.reset_defaults()
+    reset_stdlib_logging()

@@ -29,7 +29,10 @@ class ControlPlane:
     def __init__(self, app: App) -> None:
         self._app = app
         self.controller = Controller(app)
-        self.router = CommandRouter(app.mqtt, self.controller.execute)
+        # Read per request from the App's settings, which a reload replaces.
+        self.router = CommandRouter(
+            app.mqtt, self.controller.execute, allowed=lambda: app.settings.commands.allow
+        )
         self.metrics: MetricsServer | None = None
 
     def start(self) -> None:

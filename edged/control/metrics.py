@@ -68,7 +68,7 @@ class DaemonCollector:
         yield from self._pipelines()
         yield from self._outbox()
         commands = _counter("edged_commands", "MQTT commands by outcome.", ("outcome",))
-        for outcome in ("ok", "error", "busy"):
+        for outcome in ("ok", "error", "busy", "not_allowed"):
             commands.add_metric([outcome], getattr(self._commands, outcome))
         yield commands
 

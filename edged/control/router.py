@@ -28,6 +28,17 @@ levels below ``cmd`` it can never be a command itself (no reply loops).
 Broker ACLs written per device (``edged/<dev>/cmd/#``) cover both directions.
 A request with a refused response topic is not run; its error reply goes to
 the default reply topic, so the client still learns why.
+
+Allow-list. Only the commands listed in ``[commands] allow`` run (read-only
+``ping`` by default, :data:`~edged.settings.READ_ONLY_COMMANDS`); any other
+is answered ``command: '<name>' is not allowed …`` naming the key that
+enables it, counted (``not_allowed``) and logged once per burst. Every
+accepted command that is not read-only is logged (``command.accepted``) with
+what the request says about its sender: the MQTT 5 User Property
+``client_id`` and the response topic. MQTT carries no authenticated sender in
+a PUBLISH, so both are claims of the requester; the broker's ACL on
+``<prefix>/<dev>/cmd/#`` decides who may send commands at all
+(docs/commands.md).
 """
 
 from __future__ import annotations
@@ -35,7 +46,7 @@ from __future__ import annotations
 import queue
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass
 from typing import Any, Final
 
@@ -45,7 +56,7 @@ from edged.control.commands import COMMANDS, Command, encode_reply, parse, show
 from edged.errors import CommandError, PublishError
 from edged.publish.mqtt import MqttClient, RequestProperties
 from edged.sched import background
-from edged.settings import check_segment
+from edged.settings import READ_ONLY_COMMANDS, check_segment
 
 log = structlog.get_logger(__name__)
 
@@ -57,8 +68,14 @@ INVALID_NAME: Final = "invalid"
 #: Refusals are logged at most this often, with a count (a fuzzing or
 #: misconfigured client must not flood the journal).
 _REFUSAL_LOG_EVERY_S: Final = 10.0
+#: The MQTT 5 User Property a requester may set to say who it is (logged, not trusted).
+CLIENT_ID_PROPERTY: Final = "client_id"
+#: A claimed client id is logged cut to this many characters.
+_CLIENT_ID_MAX: Final = 128
 
 Execute = Callable[[Command], dict[str, Any]]
+#: Returns the names of the commands allowed right now (read per request: reload changes it).
+Allowed = Callable[[], Collection[str]]
 
 
 @dataclass(frozen=True, slots=True)
@@ -77,13 +94,51 @@ class CommandCounters:
     ok: int = 0
     error: int = 0
     busy: int = 0
+    #: Refused because ``[commands] allow`` does not list the command.
+    not_allowed: int = 0
+
+
+class BurstLog:
+    """Logs an event at most once per ``every_s``, with how often it happened since (one thread)."""
+
+    def __init__(self, event: str, *, every_s: float = _REFUSAL_LOG_EVERY_S) -> None:
+        self._event = event
+        self._every_s = every_s
+        self._count = 0
+        self._last = -every_s
+
+    def note(self, **fields: Any) -> None:
+        """Count one occurrence; log it (a warning) when the last line is ``every_s`` old."""
+        self._count += 1
+        now = time.monotonic()
+        if now - self._last >= self._every_s:
+            self._last = now
+            log.warning(self._event, **fields, count_since_last_log=self._count)
+            self._count = 0
+
+
+def claimed_client_id(request: Request) -> str | None:
+    """The ``client_id`` User Property of ``request``, if it set one: what the sender *claims*."""
+    for name, value in request.props.user_properties:
+        if name == CLIENT_ID_PROPERTY:
+            return value[:_CLIENT_ID_MAX]
+    return None
 
 
 class CommandRouter:
     """Receives commands for one device, runs them with ``execute``, and replies."""
 
-    def __init__(self, mqtt: MqttClient, execute: Execute, *, queue_size: int = QUEUE_SIZE) -> None:
+    def __init__(
+        self,
+        mqtt: MqttClient,
+        execute: Execute,
+        *,
+        allowed: Allowed = lambda: READ_ONLY_COMMANDS,
+        queue_size: int = QUEUE_SIZE,
+    ) -> None:
         self._mqtt = mqtt
+        self._allowed = allowed
+        self._not_allowed_log = BurstLog("command.not_allowed")
         self._topics = mqtt.topics
         self._execute = execute
         self._reply_root = f"{self._topics.base}/cmd/"
@@ -144,10 +199,15 @@ class CommandRouter:
             self._refused(request, exc)
             self._reply_error(request, exc, qos=1)
             return
+        if request.command in COMMANDS and request.command not in (allowed := self._allowed()):
+            self._not_allowed(request, reply_to, allowed)
+            return
         command: Command | None = None
         doc: dict[str, Any] = {"ok": True}
         try:
             command = parse(request.command, request.payload)
+            if command.NAME not in READ_ONLY_COMMANDS:
+                self._accepted(request, reply_to, command)
             doc.update(self._execute(command))
         except CommandError as exc:
             doc = {"ok": False, "error": str(exc), **exc.details}
@@ -160,6 +220,41 @@ class CommandRouter:
         else:
             self.counters.error += 1
         self._publish(reply_to, request, self._frame(request, command, doc), qos=1)
+
+    # -- the allow-list ----------------------------------------------------------
+
+    def _not_allowed(self, request: Request, reply_to: str, allowed: Collection[str]) -> None:
+        """Answer a command that ``[commands] allow`` does not list; count it, log the burst."""
+        self.counters.not_allowed += 1
+        listed = ", ".join(f'"{name}"' for name in [*allowed, request.command])
+        error = CommandError(
+            "command",
+            f"{request.command!r} is not allowed on this device; the operator enables it with "
+            f"[commands] allow = [{listed}] in the configuration file (docs/commands.md)",
+        )
+        self._not_allowed_log.note(
+            command=request.command,
+            client_id=claimed_client_id(request),
+            response_topic=request.props.response_topic,
+        )
+        try:  # only to echo the request's "id" (MQTT 3.1.1 clients match replies by it)
+            command: Command | None = parse(request.command, request.payload)
+        except CommandError:
+            command = None
+        doc = {"ok": False, "error": str(error)}
+        self._publish(reply_to, request, self._frame(request, command, doc), qos=1)
+
+    @staticmethod
+    def _accepted(request: Request, reply_to: str, command: Command) -> None:
+        """The audit line of a command that changes something or reveals a camera image."""
+        log.info(
+            "command.accepted",
+            command=command.NAME,
+            client_id=claimed_client_id(request),
+            response_topic=request.props.response_topic,
+            reply_topic=reply_to,
+            id=command.id,
+        )
 
     # -- replies ------------------------------------------------------------------
 

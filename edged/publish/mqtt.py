@@ -101,6 +101,9 @@ class RequestProperties:
 
     response_topic: str | None = None
     correlation_data: bytes | None = None
+    #: MQTT 5 User Properties, (name, value) pairs in the order sent: set by
+    #: the sender, so they say what it *claims* (docs/commands.md).
+    user_properties: tuple[tuple[str, str], ...] = ()
 
 
 #: ``callback(topic, payload, properties)`` for :meth:`MqttClient.subscribe`.
@@ -266,6 +269,7 @@ class MqttClient:
             request = RequestProperties(
                 response_topic=getattr(props, "ResponseTopic", None),
                 correlation_data=getattr(props, "CorrelationData", None),
+                user_properties=tuple(getattr(props, "UserProperty", ())),
             )
             # paho only routes messages whose topic decoded as UTF-8 here.
             self._call(callback, msg.topic, bytes(msg.payload), request)

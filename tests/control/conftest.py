@@ -18,6 +18,7 @@ import pytest
 from edged.app import App
 from edged.catalog.catalog import load_catalog
 from edged.check import preflight
+from edged.control.commands import COMMANDS
 from edged.settings import load_settings
 from tests.helpers.broker import RunningBroker
 from tests.helpers.commands import CommandClient
@@ -31,7 +32,11 @@ PHOTOS = ("people_group.jpg", "pets.jpg", "grace_hopper.jpg", "cat_720p.jpg")
 def photos_config(
     tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker, **pipeline: Any
 ) -> dict[str, Any]:
-    """Config: an ``images`` source over :data:`PHOTOS` (looping), one SSD pipeline ``door``."""
+    """Config: an ``images`` source over :data:`PHOTOS` (looping), one SSD pipeline ``door``.
+
+    Every command is allowed: these tests are about what the commands do
+    (``test_allow.py`` is about the allow-list).
+    """
     folder = tmp_path / "photos"
     folder.mkdir(parents=True, exist_ok=True)
     for name in PHOTOS:
@@ -39,6 +44,7 @@ def photos_config(
         if not link.exists():
             link.symlink_to(media_dir / name)
     cfg = base_config(tmp_path, models_dir, broker)
+    cfg["commands"] = {"allow": sorted(COMMANDS)}
     cfg["sources"] = [{"name": "cam0", "kind": "images", "uri": folder, "fps": 10, "loop": True}]
     cfg["pipelines"] = [
         {

@@ -17,8 +17,9 @@ from structlog.testing import capture_logs
 from edged.app import App
 from edged.broker import free_port
 from edged.settings import MetricsSettings
-from tests.control.conftest import photos_config, start_app
+from tests.control.conftest import photos_config, start_app, wait_until_serving
 from tests.helpers.broker import RunningBroker, matching
+from tests.helpers.commands import CommandClient
 from tests.helpers.daemon import base_config, write_config
 
 pytestmark = pytest.mark.broker
@@ -150,3 +151,24 @@ def test_check_refuses_metrics_without_prometheus_client(tmp_path: Path, models_
     )
     assert result.returncode == 78, result.stderr
     assert "metrics.enabled: prometheus-client is not installed" in result.stderr
+
+
+def test_commands_refused_by_the_allow_list_are_counted(
+    tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker
+) -> None:
+    """allow = ["ping"]: two reloads show as edged_commands_total{outcome="not_allowed"} 2."""
+    port = free_port()
+    cfg: dict[str, Any] = photos_config(tmp_path, models_dir, media_dir, broker)
+    cfg["metrics"] = {"enabled": True, "port": port}
+    cfg["commands"] = {"allow": ["ping"]}
+    _, stop = start_app(cfg, tmp_path / "edged.toml")
+    try:
+        with CommandClient(broker.host, broker.port) as client:
+            wait_until_serving(client)
+            for _ in range(2):
+                assert client.request("reload")["ok"] is False
+        m = scrape(port)
+    finally:
+        stop()
+    assert m[("edged_commands_total", (("outcome", "not_allowed"),))] == 2
+    assert m[("edged_commands_total", (("outcome", "error"),))] == 0

@@ -106,10 +106,12 @@ class CommandClient:
         *,
         response_topic: str | None = "",
         correlation: bytes | None = None,
+        user_properties: dict[str, str] | None = None,
     ) -> bytes:
         """Publish one command; returns its correlation data (MQTT 5) for :meth:`wait`.
 
         ``response_topic=""`` picks ``<base>/cmd/<command>/reply/test``; None sends none.
+        ``user_properties`` are sent as MQTT 5 User Properties.
         """
         body = json.dumps(payload).encode() if isinstance(payload, dict) else (payload or b"")
         corr = correlation if correlation is not None else f"req-{next(self._ids)}".encode()
@@ -121,6 +123,8 @@ class CommandClient:
                 response_topic = f"{self.base}/cmd/{command}/reply/test"
             if response_topic is not None:
                 props.ResponseTopic = response_topic
+            if user_properties:
+                props.UserProperty = list(user_properties.items())
         info = self._client.publish(f"{self.base}/cmd/{command}", body, qos=1, properties=props)
         assert info.rc == paho.MQTT_ERR_SUCCESS, info.rc
         return corr
