@@ -40,6 +40,7 @@ from edged.publish.payloads import (
     detections_result,
     encode,
     iso_utc,
+    new_id,
     pose_result,
 )
 from edged.settings import Settings
@@ -53,6 +54,15 @@ if TYPE_CHECKING:
     from edged.publish.outbox import Outbox
 
 log = structlog.get_logger(__name__)
+
+
+@dataclasses.dataclass(slots=True)
+class _OpenEvent:
+    """An object event between its start and end: its id and its best frame so far."""
+
+    event_id: str
+    top_score: float
+    box: tuple[float, float, float, float]
 
 
 class Sink(Protocol):
@@ -91,6 +101,8 @@ class ResultPublisher:
         self.sink: Sink = sink or DirectSink(mqtt)
         self._models: dict[str, ResolvedModel] = {}
         self._refs: dict[str, ModelRef] = {}
+        # Object events still open, by (pipeline, track id).
+        self._events: dict[tuple[str, int], _OpenEvent] = {}
         self._runtimes: dict[str, str] = {}
         self._labelled: set[str] = set()  # models whose label is retained on the broker
         self._cpu_mark: tuple[float, float] = (0.0, time.monotonic())
@@ -125,25 +137,36 @@ class ResultPublisher:
         return payload.id
 
     def publish_events(self, pipeline: str, frame: Frame, events: list[TrackEvent]) -> None:
-        """Publish tracker events (``new`` / ``update`` / ``end``) on ``…/<pipeline>/events``."""
+        """Publish tracker events as object events (``start`` / ``update`` / ``end``) on
+        ``…/<pipeline>/events``; ``event_id`` is stable for the track's whole life."""
         for e in events:
             t = e.track
+            key = (pipeline, t.id)
+            if e.kind == "new" or key not in self._events:
+                self._events[key] = _OpenEvent(new_id(), t.score, t.box)
+            ev = self._events[key]
+            if t.score > ev.top_score:  # the best frame so far names the event's box
+                ev.top_score, ev.box = t.score, t.box
+            if e.kind == "end":
+                del self._events[key]
             payload = EventResult(
                 ts=iso_utc(frame.ts),
                 device=self._settings.device_id,
                 pipeline=pipeline,
                 source=frame.source,
                 model=self._refs.get(pipeline),
-                event=e.kind,
-                data={
-                    "track_id": t.id,
-                    "label": t.label,
-                    "score": round(t.score, 4),
-                    "box": [round(v, 4) for v in t.box],
-                    "hits": t.hits,
-                    "duration_s": round(t.last_ts - t.first_ts, 2),
-                    "frame": frame.id,
-                },
+                event="start" if e.kind == "new" else e.kind,
+                type="object",
+                event_id=ev.event_id,
+                label=t.label,
+                track_id=t.id,
+                start=iso_utc(t.first_ts),
+                end=iso_utc(t.last_ts) if e.kind == "end" else None,
+                duration_s=round(max(0.0, t.last_ts - t.first_ts), 2),
+                score=t.score,
+                top_score=ev.top_score,
+                box=ev.box,
+                data={"hits": t.hits, "frame": frame.id},
             )
             self.sink.accept(ResultEnvelope.of(self.topics, payload))
 

@@ -15,6 +15,7 @@ from typing import Any
 import pytest
 
 from edged.broker import free_port
+from edged.publish.payloads import EventResult
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
 
@@ -98,7 +99,8 @@ def test_detection_pose_and_audio_side_by_side(
 def test_tracking_events_in_order(
     tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker
 ) -> None:
-    """Each tracked person gets events new → update* → end, and two visits get two ids."""
+    """Each tracked person gets events start → update* → end under one event_id, and two
+    visits get two tracks."""
     cfg = base_config(tmp_path, models_dir, broker)
     cfg["sources"] = [
         {
@@ -137,7 +139,7 @@ def test_tracking_events_in_order(
         events = sorted(payloads(sub, f"{DEV}/door/events"), key=lambda e: e["seq"])
         by_track: dict[int, list[str]] = defaultdict(list)
         for e in events:
-            by_track[e["data"]["track_id"]].append(e["event"])
+            by_track[e["track_id"]].append(e["event"])
         return events, by_track
 
     # The last tracks end together when the clip ends; their events may still
@@ -148,14 +150,16 @@ def test_tracking_events_in_order(
     events, by_track = tracks()
     assert len(by_track) >= 2, by_track
     for kinds in by_track.values():
-        assert kinds[0] == "new"
+        assert kinds[0] == "start"
         assert kinds[-1] == "end"
         assert set(kinds[1:-1]) <= {"update"}
     # The woman (7-19 s) and the man (from 23 s) are different tracks, in that order.
-    firsts = [
-        next(e for e in events if e["data"]["track_id"] == t)["data"]["frame"] for t in by_track
-    ]
+    firsts = [next(e for e in events if e["track_id"] == t)["data"]["frame"] for t in by_track]
     assert min(firsts) < 200 < max(firsts)
+    for t in by_track:  # one event id per track, from start to end
+        assert len({e["event_id"] for e in events if e["track_id"] == t}) == 1
+    for e in events:
+        EventResult.model_validate(e)
 
 
 @pytest.fixture

@@ -318,14 +318,45 @@ class OffloadResult(_Result):
         return self
 
 
+EventPhase = Literal["start", "update", "end"]
+EventType = Literal["object", "sound", "fall", "line"]
+
+
+class EventMedia(_Payload):
+    """Files an event left on the device (paths under ``[events] dir``), if any."""
+
+    snapshot: str | None = Field(None, description="Full-frame JPEG of the event's best frame.")
+    crop: str | None = Field(None, description="JPEG of the best frame cropped to the box.")
+    clip: str | None = Field(None, description="Video (MP4) or audio (WAV) clip of the event.")
+    clip_duration_s: float | None = Field(None, ge=0, description="Clip length, seconds.")
+
+
 class EventResult(_Result):
-    """Payload of ``<prefix>/<dev>/<pipeline>/events`` (e.g. a label appeared or left)."""
+    """Payload of ``<prefix>/<dev>/<pipeline>/events``: one phase of an event's life.
+
+    An event has one ``event_id`` from ``start`` through any ``update`` to ``end``
+    (a consumer keys its state on it; ``id`` stays the per-message id). ``type``
+    says what made it: a tracked ``object``, a ``sound``, a ``fall`` (pose), or a
+    ``line`` crossing. Type-specific extras go in ``data``.
+    """
 
     KIND: ClassVar[ResultKind] = "events"
 
     model: ModelRef | None = None
-    event: str = Field(min_length=1, description="Event name, e.g. 'person_entered'.")
-    data: dict[str, JsonValue] = Field(default_factory=dict)
+    event: EventPhase = Field(description="Phase: start, update or end.")
+    type: EventType = Field(description="What the event is about.")
+    event_id: str = Field(min_length=1, description="Stable from start to end.")
+    label: str = Field(min_length=1, description="Label (or label group) of the event.")
+    track_id: int | None = Field(None, description="Tracker id, for object and fall events.")
+    zones: list[str] = Field(default_factory=list, description="Zones the object is in.")
+    start: Timestamp = Field(description="When the event started.")
+    end: Timestamp | None = Field(None, description="When it ended (end phase only).")
+    duration_s: float = Field(ge=0, description="Seconds from start to this message's ts.")
+    score: Score = Field(description="Score at this message's frame or window.")
+    top_score: Score = Field(description="Best score since the start.")
+    box: NormBox | None = Field(None, description="Box in the best frame (video events).")
+    media: EventMedia | None = Field(None, description="Files kept on the device.")
+    data: dict[str, JsonValue] = Field(default_factory=dict, description="Type-specific extras.")
 
 
 AnyResult = DetectionResult | PoseResult | AudioResult | OffloadResult | EventResult
