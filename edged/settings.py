@@ -95,6 +95,14 @@ class OutboxSettings(_Section):
     )
     max_mb: float = Field(256, gt=0, description="Size bound, MiB; oldest evicted first.")
     max_age_hours: float = Field(72, gt=0, description="Age bound, hours; also MQTT 5 expiry.")
+    min_free_mb: float = Field(
+        8,
+        ge=0,
+        le=1_048_576,
+        description="Free-space floor, MiB, on the outbox's file system: below it the file "
+        "stops growing; results are published live while the broker is connected, else "
+        "the oldest stored make room (counted, state 'degraded').",
+    )
 
 
 class ModelsSettings(_Section):
