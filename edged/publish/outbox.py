@@ -868,6 +868,7 @@ class Outbox:
         """
         db, changes = self._db, Counter[str]()
         assert db is not None
+        last_pos = 0
         db.execute("BEGIN IMMEDIATE")
         try:
             for reason in {reason for _, reason in deletes}:
@@ -892,12 +893,14 @@ class Outbox:
                 chunk_rows = rows[i : i + _CHUNK]
                 values = ",".join([_INSERT_ROW] * len(chunk_rows))
                 params = [v for r in chunk_rows for v in r]
-                db.execute(f"INSERT INTO outbox VALUES {values}", params)  # noqa: S608 -- '?' marks only
+                cur = db.execute(f"INSERT INTO outbox VALUES {values}", params)  # noqa: S608 -- '?' marks only
+                last_pos = cur.lastrowid or 0
             changes["added"] = added
             self._evict(db, changes, *self._over(changes, added, low_disk))
             meta = ("last_seq", last_seq, "clock", self.clock(), "wall", time.time())
             db.execute(_SET_META, meta)
             db.execute("COMMIT")
+            self._max_pos = max(self._max_pos, last_pos)
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")

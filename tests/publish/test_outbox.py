@@ -11,19 +11,17 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from edged.broker import free_port
 from edged.errors import PublishError
-from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
 from edged.publish.payloads import Message
-from edged.settings import MqttSettings, OutboxSettings
+from edged.settings import OutboxSettings
 from tests.helpers.broker import RunningBroker, Subscriber, matching
 from tests.helpers.disks import fill_up, tmpfs
 from tests.helpers.outbox_child import (
@@ -33,76 +31,14 @@ from tests.helpers.outbox_child import (
     mqtt_settings,
     result,
     results,
+    stored,
+    wait_until,
 )
+from tests.publish.conftest import MakeClient, MakeOutbox
 
 REPO = Path(__file__).resolve().parents[2]
 _RETRY_S = 0.6  # a little more than the outbox's first retry after a storage fault
 DETECTIONS = f"edged/{DEVICE}/+/detections"
-
-MakeOutbox = Callable[..., Outbox]
-MakeClient = Callable[..., MqttClient]
-
-
-@pytest.fixture
-def make_outbox(tmp_path: Path) -> Iterator[MakeOutbox]:
-    """Build outboxes (default file in tmp_path); every one is closed at teardown."""
-    made: list[Outbox] = []
-
-    def make(path: Path | None = None, **kw: Any) -> Outbox:
-        kw.setdefault("max_mb", 64)
-        kw.setdefault("max_age_hours", 24)
-        outbox = Outbox(path or tmp_path / "outbox.sqlite3", **kw)
-        made.append(outbox)
-        return outbox
-
-    yield make
-    for outbox in made:
-        outbox.close()
-
-
-@pytest.fixture
-def make_client() -> Iterator[MakeClient]:
-    """Build and start MqttClients; every one is stopped at teardown."""
-    made: list[MqttClient] = []
-
-    def make(settings: MqttSettings) -> MqttClient:
-        client = MqttClient(settings, DEVICE)
-        made.append(client)
-        client.start()
-        return client
-
-    yield make
-    for client in made:
-        client.stop(timeout=1.0)
-
-
-@pytest.fixture
-def roomy(tmp_path: Path) -> Iterator[RunningBroker]:
-    """A mosquitto that never drops queued messages for a slow subscriber."""
-    running = RunningBroker(RoomyBroker(workdir=tmp_path / "broker"))
-    try:
-        running.broker.start()
-        yield running
-    finally:
-        running.close()
-
-
-def stored(path: Path) -> list[tuple[int, int | None, str | None, str]]:
-    """(pos, seq, id, topic) of every stored row, in send order, read as a separate client."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return db.execute("SELECT pos, seq, id, topic FROM outbox ORDER BY pos").fetchall()
-    finally:
-        db.close()
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def rss_mb() -> float:
