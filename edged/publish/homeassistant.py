@@ -160,7 +160,7 @@ class Discovery:
                 state_topic=self._topics.state,
                 device_class="problem",
                 value_template="{{ 'ON' if value_json.outbox is defined "
-                "and value_json.outbox.status != 'ok' else 'OFF' }}",
+                "and value_json.outbox.status != 'durable' else 'OFF' }}",
                 json_attributes_topic=self._topics.state,
                 json_attributes_template="{{ (value_json.outbox | default({})) | tojson }}",
                 payload_on="ON",

@@ -142,7 +142,7 @@ class OutboxStats:
     in_flight: int = 0  # handed over in this session, awaiting PUBACK
     oldest_age_s: float | None = None
     last_seq: int = 0
-    status: str = "ok"  # ok | degraded
+    status: str = "durable"  # durable | degraded
     error: str | None = None  # the storage fault's errno name (ENOSPC, EROFS, EIO, …)
     free_mb: float | None = None  # free space on the outbox's file system when last checked
     quarantined: int = 0  # unusable files moved aside by this process
@@ -152,7 +152,7 @@ class OutboxStats:
 class OutboxHealth:
     """What ``state`` shows of the outbox: ``degraded`` with a reason, and files moved aside."""
 
-    status: Literal["ok", "degraded"]
+    status: Literal["durable", "degraded"]
     reason: str | None = None
     error: str | None = None
     quarantined: tuple[str, ...] = ()
@@ -556,7 +556,7 @@ class Outbox:
                 if self._oldest is None
                 else max(0.0, self.clock() - self._oldest),
                 last_seq=self._last_seq,
-                status="degraded" if self._fault or self._low else "ok",
+                status="degraded" if self._fault or self._low else "durable",
                 error=self._fault.code if self._fault else None,
                 free_mb=None if self._free is None else round(self._free / 2**20, 1),
                 quarantined=len(self._quarantined),
@@ -577,7 +577,7 @@ class Outbox:
                     "else the oldest stored ones make room"
                 )
                 return OutboxHealth("degraded", reason, "ENOSPC", quarantined)
-            return OutboxHealth("ok", quarantined=quarantined)
+            return OutboxHealth("durable", quarantined=quarantined)
 
     @staticmethod
     def _fault_reason(fault: StorageFault) -> str:

@@ -465,7 +465,9 @@ class LinkState(_Payload):
 class OutboxState(_Payload):
     """The durable outbox as seen in ``state``."""
 
-    status: Literal["ok", "degraded"] = "ok"
+    status: Literal["durable", "degraded"] = Field(
+        "durable", description="durable: every result is stored until its PUBACK."
+    )
     reason: str | None = Field(None, description="Why it is degraded, and what happens meanwhile.")
     error: str | None = Field(
         None, description="The storage fault's errno name: ENOSPC, EROFS, EIO, EACCES, …"

@@ -158,7 +158,7 @@ def test_low_disk_loses_nothing_with_the_broker_up_and_evicts_counted_without_it
             assert daemon.proc.poll() is None
 
             ballast.unlink()
-            sub.wait_for(state_where(lambda s: s["outbox"]["status"] == "ok"), 15)
+            sub.wait_for(state_where(lambda s: s["outbox"]["status"] == "durable"), 15)
             rc, _ = daemon.stop()
         assert rc == 0, daemon.output
         assert "outbox.disk_low" in daemon.output
@@ -186,7 +186,7 @@ def test_a_read_only_remount_keeps_pipelines_running_and_recovers_without_restar
             assert got == list(range(got[0], got[0] + len(got)))
 
             fs.repair()  # possible only because the daemon let go of the file system
-            sub.wait_for(state_where(lambda s: s["outbox"]["status"] == "ok"), 20)
+            sub.wait_for(state_where(lambda s: s["outbox"]["status"] == "durable"), 20)
             again = len(sub.messages(RESULTS))
             sub.wait_for(lambda _m: len(sub.messages(RESULTS)) >= again + 20, 60)
             assert daemon.proc is not None

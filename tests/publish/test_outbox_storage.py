@@ -101,7 +101,7 @@ class TestQuarantine:
         assert events[0]["moved_to"] == str(moved)
         assert outbox.stats().quarantined == 1
         health = outbox.health()
-        assert health.status == "ok"
+        assert health.status == "durable"
         assert len(health.quarantined) == 1
         assert reason in health.quarantined[0]
         outbox.accept(result(0))
@@ -291,7 +291,7 @@ class TestLowDisk:
 
         ballast.unlink()
         accept_all(outbox, 100, 2000)
-        assert outbox.health().status == "ok"
+        assert outbox.health().status == "durable"
         assert outbox.stats().accepted == 100  # stored again: durable mode
         assert wait_until(lambda: len(seqs_received(sub)) >= 2100, timeout=20)
 
@@ -314,7 +314,7 @@ class TestLowDisk:
         assert burst["free_mb"] < burst["min_free_mb"]
         ballast.unlink()
         accept_all(outbox, 10, 1500)
-        assert outbox.health().status == "ok"
+        assert outbox.health().status == "durable"
         assert stored(small / "outbox.sqlite3")[-1][1] == 1510
 
     def test_a_completely_full_disk_keeps_delivering_live_and_resumes_durable_mode(
@@ -333,7 +333,7 @@ class TestLowDisk:
         assert sorted(seqs_received(sub)) == list(range(1, 1101))
         assert outbox.health().status == "degraded"
         ballast.unlink()
-        assert wait_until(lambda: outbox.health().status == "ok", timeout=10)
+        assert wait_until(lambda: outbox.health().status == "durable", timeout=10)
         before = outbox.stats().accepted
         accept_all(outbox, 50, 1100)
         assert outbox.stats().accepted == before + 50
@@ -377,7 +377,7 @@ def test_a_read_only_remount_publishes_live_names_erofs_and_recovers_without_res
     assert [e["error"] for e in failed] == ["EROFS"]  # once, named right
 
     failing_fs.repair()  # unmountable: the outbox let go of every file on it
-    assert wait_until(lambda: outbox.health().status == "ok", timeout=15)
+    assert wait_until(lambda: outbox.health().status == "durable", timeout=15)
     accept_all(outbox, 100, 400)
     assert wait_until(lambda: len(seqs_received(sub)) >= 500, timeout=20)
     got = seqs_received(sub)
