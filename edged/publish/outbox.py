@@ -170,8 +170,10 @@ class Outbox:
     ``flush_interval_s`` or more ago, otherwise when that much time has passed
     or ``batch_rows`` rows wait (at most that many per transaction); it checkpoints
     every ``checkpoint_s``; below ``min_free_mb`` MiB free on the file system
-    the file stops growing and the oldest rows make room (reason
-    ``disk_full``), which keeps WAL checkpoints and deletes possible.
+    the file stops growing, which keeps WAL checkpoints and deletes possible:
+    results are then published live while the broker is connected, else the
+    oldest rows make room (reason ``disk_full``). ``seq_path`` is the
+    high-water-mark file of ``seq`` (default: beside the outbox file).
     ``window`` messages at most await their PUBACK; ``drain_per_s`` caps
     sending (None: no cap).
     """
@@ -576,7 +578,7 @@ class Outbox:
                     "results are published live while the broker is connected, "
                     "else the oldest stored ones make room"
                 )
-                return OutboxHealth("degraded", reason, "ENOSPC", quarantined)
+                return OutboxHealth("degraded", reason, None, quarantined)  # a floor, no error
             return OutboxHealth("durable", quarantined=quarantined)
 
     @staticmethod

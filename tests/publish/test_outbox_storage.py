@@ -283,7 +283,7 @@ class TestLowDisk:
         assert sorted(seqs_received(sub)) == list(range(1, 2001))  # 0 lost
         assert "disk_full" not in stats.evicted_by
         assert stats.passed == 2000
-        assert (health.status, health.error) == ("degraded", "ENOSPC")
+        assert (health.status, health.error) == ("degraded", None)  # a floor, not an error
         assert "min_free_mb" in (health.reason or "")
         [low] = [e for e in logs if e["event"] == "outbox.disk_low"]
         assert low["free_mb"] < low["min_free_mb"] == 2
