@@ -46,7 +46,10 @@ records the fault (``state`` shows ``degraded`` with its name), publishes live
 what it cannot store while the broker is connected, counts what it can do
 neither with (``refused_by``), closes the file (so a repaired file system can
 be unmounted and mounted again) and retries with backoff; the first commit
-that works ends the fault, logged as ``outbox.recovered``.
+that works ends the fault, logged as ``outbox.recovered``. Rows stored before
+the fault wait for that (the forwarder lets go of the file too); rows the
+kernel had not written yet when it remounted the file system read-only are
+gone with it, which ``seq`` shows as a gap.
 
 An unusable file at the outbox path (a directory, not a database, another
 program's schema, a newer edged's, corrupt, unwritable) is moved aside at
