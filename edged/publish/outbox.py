@@ -243,7 +243,8 @@ class Outbox:
         self._clock_base: float | None = None
         self._depth = self._bytes = 0
         self._oldest: float | None = None
-        self._db: sqlite3.Connection | None = self._start()
+        self._db: sqlite3.Connection | None = None
+        self._db = self._start()
         self._writer = threading.Thread(
             target=background(self._run), name="outbox-writer", daemon=True
         )

@@ -15,7 +15,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from edged.broker import free_port
-from edged.errors import ConfigError
+from edged.errors import ConfigError, PublishError
 from edged.publish.outbox import Outbox
 from edged.publish.storage import SEQ_BLOCK, classify
 from tests.helpers.broker import RunningBroker, Subscriber
@@ -338,6 +338,24 @@ class TestLowDisk:
         accept_all(outbox, 50, 1100)
         assert outbox.stats().accepted == before + 50
         assert wait_until(lambda: len(seqs_received(sub)) >= 1150, timeout=20)
+
+
+def test_a_full_disk_at_start_starts_degraded_and_recovers(
+    small: Path, make_outbox: MakeOutbox
+) -> None:
+    """No space for even a new file: the outbox starts degraded (ENOSPC), then stores again."""
+    ballast = fill_up(small)
+    outbox = make_outbox(small / "outbox.sqlite3", min_free_mb=1)
+    assert (outbox.health().status, outbox.health().error) == ("degraded", "ENOSPC")
+    outbox.accept(result(0))  # never raises …
+    with pytest.raises(PublishError, match="ENOSPC"):
+        outbox.flush()  # … but with the broker away it is lost, and counted
+    assert outbox.stats().refused_by == {"ENOSPC": 1}
+    ballast.unlink()
+    assert wait_until(lambda: outbox.health().status == "durable", timeout=10)
+    outbox.accept(result(1))
+    outbox.flush()
+    assert [r[1] for r in stored(small / "outbox.sqlite3")] == [2]
 
 
 # --- storage faults (issue 17.2) ------------------------------------------------------------
