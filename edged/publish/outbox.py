@@ -750,7 +750,10 @@ class Outbox:
                 self._divert(rows, ticket, deletes)
                 return
             break
-        self._recovered()
+        if rows or not low or (self._fault and self._fault.code not in ("ENOSPC", "EDQUOT")):
+            # A full disk may still take a transaction that stores nothing (WAL
+            # space is reused): only stored rows or space above the floor end it.
+            self._recovered()
         self._apply(changes, len(rows), last_seq)
         if self._forwarder is not None and rows:
             self._forwarder.wake()

@@ -137,6 +137,9 @@ def test_low_disk_loses_nothing_with_the_broker_up_and_evicts_counted_without_it
             sub.wait_for(lambda _m: len(sub.messages(RESULTS)) >= start + 40, 60)
             got = seqs(sub, start)
             assert got == list(range(got[0], got[0] + len(got)))  # 0 lost with the broker up
+            print(
+                f"\nlow disk, broker up: {len(got)} results in a row, seq {got[0]}-{got[-1]}, 0 lost"
+            )
             stats = sub.wait_for(
                 lambda m: m.topic == f"{DEV}/stats" and json.loads(m.payload)["outbox"]["passed"],
                 10,
@@ -154,6 +157,7 @@ def test_low_disk_loses_nothing_with_the_broker_up_and_evicts_counted_without_it
                 30,
             )
             assert json.loads(stats.payload)["outbox"]["status"] == "degraded"
+            print(f"broker down, low disk: {json.loads(stats.payload)['outbox']['evicted_by']}")
             assert daemon.proc is not None
             assert daemon.proc.poll() is None
 
@@ -184,6 +188,7 @@ def test_a_read_only_remount_keeps_pipelines_running_and_recovers_without_restar
             sub.wait_for(lambda _m: len(sub.messages(RESULTS)) >= start + 30, 60)  # alive
             got = seqs(sub, start)
             assert got == list(range(got[0], got[0] + len(got)))
+            print(f"\nread-only: {len(got)} results live in a row, seq {got[0]}-{got[-1]}")
 
             fs.repair()  # possible only because the daemon let go of the file system
             sub.wait_for(state_where(lambda s: s["outbox"]["status"] == "durable"), 20)
