@@ -435,6 +435,8 @@ class Outbox:
             self._failed(classify(exc, self.path.parent), "reopen")
             return False
         self.generation += 1
+        if self._forwarder is not None:
+            self._forwarder.wake()  # rows stored before the fault (or salvaged) go out now
         return True
 
     def clock(self) -> float:
