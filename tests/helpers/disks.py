@@ -97,7 +97,7 @@ def ext4(directory: Path, size_mb: int = 32) -> Iterator[Ext4]:
 
 
 def fill_up(directory: Path, leave: int = 0) -> Path:
-    """Write a ballast file until the file system has at most ``leave`` bytes free."""
+    """Write a ballast file until about ``leave`` bytes are free (4 KiB less at most)."""
     ballast = directory / "ballast"
     fd = os.open(ballast, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
     try:
