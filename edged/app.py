@@ -41,7 +41,7 @@ from edged.pipeline import Pipeline
 from edged.publish.homeassistant import discovery_with_removals
 from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
-from edged.publish.payloads import PipelineState, SourceState, State, iso_utc
+from edged.publish.payloads import OutboxState, PipelineState, SourceState, State, iso_utc
 from edged.results import ResultPublisher
 from edged.sched import background
 from edged.settings import Settings, load_settings, read_secret
@@ -93,8 +93,16 @@ class App:
         self.emit_lock = threading.Lock()
         password = read_secret(settings.mqtt.password_file, "mqtt_password")
         self.mqtt = MqttClient(settings.mqtt, settings.device_id, password=password)
-        settings.state_dir.mkdir(parents=True, exist_ok=True)
-        self.outbox = Outbox.from_settings(settings.outbox)
+        try:
+            settings.state_dir.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            problem = f"{settings.state_dir}: cannot create it ({exc})"
+            raise ConfigError([("state_dir", problem)]) from None
+        # Unusable outbox files are moved aside; only a path that cannot be
+        # written at all raises ConfigError (exit 78, no restart loop).
+        self.outbox = Outbox.from_settings(
+            settings.outbox, seq_path=settings.state_dir / "outbox.seq"
+        )
         self.results = ResultPublisher(settings, self.mqtt, self.outbox)
         self.graph = Graph.build(settings, checked, self._emit, self._emit_audio, self._emit_events)
         # Hybrid offload (DESIGN §4): a gate on each opted-in pipeline, link probe, worker.
@@ -189,6 +197,7 @@ class App:
                         if status == "degraded"
                         else PipelineState(status="running")
                     )
+        outbox = self.outbox.health()
         return State(
             ts=iso_utc(time.time()),
             device=self.settings.device_id,
@@ -198,6 +207,12 @@ class App:
             sources=sources,
             models=self.results.model_summary(),
             link=self.offload.link_state(),
+            outbox=OutboxState(
+                status=outbox.status,
+                reason=outbox.reason,
+                error=outbox.error,
+                quarantined=list(outbox.quarantined),
+            ),
         )
 
     def publish_state(self, *, force: bool = False) -> None:
@@ -427,7 +442,14 @@ def run_daemon(config: Path) -> int:
             problems=[f"{k}: {m}" for k, m in checked.problems],
         )
         return EX_CONFIG
-    app = App(settings, checked)
+    try:
+        app = App(settings, checked)
+    except ConfigError as exc:  # e.g. an outbox path that cannot be written at all
+        checked.close()
+        log.error(
+            "invalid_config", config=str(config), problems=[f"{k}: {m}" for k, m in exc.problems]
+        )
+        return EX_CONFIG
     _install_signals(app)
     app.start()
     log.info("running", pid=os.getpid(), device=settings.device_id)

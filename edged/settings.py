@@ -150,6 +150,14 @@ class OutboxSettings(_Section):
     max_age_hours: float = Field(
         72, ge=0.01, le=8760, description="Age bound, hours (at most a year); also MQTT 5 expiry."
     )
+    min_free_mb: float = Field(
+        8,
+        ge=0,
+        le=1_048_576,
+        description="Free-space floor, MiB, on the outbox's file system: below it the file "
+        "stops growing; results are published live while the broker is connected, else "
+        "the oldest stored make room (counted, state 'degraded').",
+    )
 
 
 class ModelsSettings(_Section):

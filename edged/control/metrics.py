@@ -127,7 +127,20 @@ class DaemonCollector:
             evicted.add_metric([reason], count)
         if not stats.evicted_by:
             evicted.add_metric(["size"], 0)  # present from the start, so rate() works at once
-        return iter((depth, size, evicted))
+        degraded = _gauge(
+            "edged_outbox_degraded", "1 while low disk or a storage fault keeps results unstored."
+        )
+        degraded.add_metric([], 1.0 if stats.status == "degraded" else 0.0)
+        passed = _counter(
+            "edged_outbox_passed", "Results published live: they could not be stored."
+        )
+        passed.add_metric([], stats.passed)
+        refused = _counter(
+            "edged_outbox_refused", "Results neither stored nor published.", ("reason",)
+        )
+        for reason, count in sorted(stats.refused_by.items()):
+            refused.add_metric([reason], count)
+        return iter((depth, size, evicted, degraded, passed, refused))
 
 
 def _pipeline_values(stats: Any) -> dict[str, float]:

@@ -237,19 +237,38 @@ class Forwarder:
     # --- the thread -----------------------------------------------------------------
 
     def _run(self) -> None:
-        db = self._outbox.reader()
+        db: sqlite3.Connection | None = None
+        generation = -1
+        failure: str | None = None
         try:
             while True:
                 try:
+                    # The read connection follows the writer's: after a storage fault
+                    # it is let go (so the file system can be unmounted and repaired)
+                    # and opened again once the writer has the file back.
+                    if generation != self._outbox.generation:
+                        if db is not None:
+                            db.close()
+                            db = None
+                        generation = self._outbox.generation
+                    if db is None and self._outbox.readable:
+                        db = self._outbox.reader()
                     if not self._step(db):
                         return
+                    failure = None
                 except sqlite3.Error as exc:  # e.g. busy during a checkpoint: try again
-                    log.warning("outbox.read_failed", error=str(exc))
+                    if str(exc) != failure:  # once per kind of failure, not every second
+                        log.warning("outbox.read_failed", error=str(exc))
+                    failure = str(exc)
+                    if db is not None:
+                        db.close()
+                        db = None
                     self._sleep(1.0)
         finally:
-            db.close()
+            if db is not None:
+                db.close()
 
-    def _step(self, db: sqlite3.Connection) -> bool:
+    def _step(self, db: sqlite3.Connection | None) -> bool:
         """Send what the window, the rate and the session allow; False when stopping."""
         self._hand_over_acks()
         with self._cond:
@@ -264,7 +283,7 @@ class Forwarder:
             if self._reset_due:
                 self._reset()
             room = self._window - self._in_flight if self._session and self._mqtt.connected else 0
-        if room > 0 and not self._buffer and self._more:
+        if room > 0 and not self._buffer and self._more and db is not None:
             self._read(db)
         n = self._bucket.take(min(room, len(self._buffer))) if room > 0 and self._buffer else 0
         if n:

@@ -150,9 +150,29 @@ class Discovery:
         )
         return out
 
+    def _device_problems(self) -> list[Message]:
+        """A problem sensor: ON while the outbox is degraded (low disk, storage fault)."""
+        return [
+            self._config(
+                "binary_sensor",
+                "outbox_problem",
+                "outbox problem",
+                state_topic=self._topics.state,
+                device_class="problem",
+                value_template="{{ 'ON' if value_json.outbox is defined "
+                "and value_json.outbox.status != 'durable' else 'OFF' }}",
+                json_attributes_topic=self._topics.state,
+                json_attributes_template="{{ (value_json.outbox | default({})) | tojson }}",
+                payload_on="ON",
+                payload_off="OFF",
+                entity_category="diagnostic",
+            )
+        ]
+
     def messages(self) -> list[Message]:
-        """Retained configs for every configured pipeline."""
-        return [m for p in self._settings.pipelines for m in self._pipeline(p)]
+        """Retained configs for every configured pipeline, and the device's problem sensor."""
+        pipelines = [m for p in self._settings.pipelines for m in self._pipeline(p)]
+        return pipelines + self._device_problems()
 
 
 def _memory_file(settings: Settings) -> Path:

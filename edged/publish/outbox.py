@@ -26,20 +26,42 @@ once per burst. Ages use an *outbox clock* (CLOCK_BOOTTIME, carried across
 restarts in ``meta``), not the wall clock: an NTP step on a device without a
 real-time clock must not age the whole backlog out at once.
 
-Full disk: in WAL mode even a DELETE needs free space (WAL holds every freed
+Low disk: in WAL mode even a DELETE needs free space (WAL holds every freed
 page) and a checkpoint may need to grow the file, so a truly full disk would
-freeze the outbox. Below ``min_free_mb`` free the file therefore stops growing
-and each batch replaces the oldest rows in place (reason ``disk_full``). If a
+freeze the outbox. Below ``min_free_mb`` free (``[outbox] min_free_mb``) the
+file therefore stops growing. While the broker is connected, results then pass
+straight through: they are published live instead of stored, because a full
+disk must never cost a result that could be delivered now (they may overtake
+rows still stored; consumers order by ``seq``). With the broker away, each
+batch replaces the oldest rows in place (evicted, reason ``disk_full``). If a
 write still fails with SQLITE_FULL, the writer checkpoints, evicts as much as
-the batch needs in the same transaction and retries once; otherwise the batch
-is refused (counted, logged, :class:`PublishError` from ``flush`` and, for a
-second, from ``accept``). A failed transaction rolls back whole: nothing that
-was committed is lost and the file is never left half-written.
+the batch needs in the same transaction and retries once. A failed
+transaction rolls back whole: nothing that was committed is lost and the file
+is never left half-written.
+
+Storage faults (ENOSPC, EROFS after the kernel remounted the file system
+read-only, EIO from a failing card; named by :func:`~edged.publish.storage.classify`)
+never reach the pipelines: :meth:`Outbox.accept` only queues. The writer
+records the fault (``state`` shows ``degraded`` with its name), publishes live
+what it cannot store while the broker is connected, counts what it can do
+neither with (``refused_by``), closes the file (so a repaired file system can
+be unmounted and mounted again) and retries with backoff; the first commit
+that works ends the fault, logged as ``outbox.recovered``. Rows stored before
+the fault wait for that (the forwarder lets go of the file too); rows the
+kernel had not written yet when it remounted the file system read-only are
+gone with it, which ``seq`` shows as a gap.
+
+An unusable file at the outbox path (a directory, not a database, another
+program's schema, a newer edged's, corrupt, unwritable) is moved aside at
+start (:mod:`edged.publish.quarantine`), its readable rows are copied into a
+fresh file, and ``seq`` continues above the highest one ever handed out,
+kept in a small high-water-mark file (:class:`~edged.publish.storage.SeqMark`).
 """
 
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import sqlite3
 import threading
@@ -52,10 +74,12 @@ from typing import Any, Final, Literal, Self
 
 import structlog
 
-from edged.errors import PublishError
+from edged.errors import ConfigError, PublishError
 from edged.publish.forwarder import Bursts, Forwarder
 from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import Message, ResultEnvelope
+from edged.publish.quarantine import Salvage, Unusable, check_kind, move_aside, salvage
+from edged.publish.storage import SeqMark, StorageFault, classify, probe
 from edged.sched import background
 from edged.settings import OutboxSettings
 
@@ -66,7 +90,10 @@ log = structlog.get_logger(__name__)
 ROW_OVERHEAD: Final = 90
 _VERSION: Final = 1
 _IDLE_S: Final = 1.0  # housekeeping period (age bound, checkpoints, burst logs) when idle
-_REFUSE_S: Final = 1.0  # after a refused batch, accept() fails fast for this long
+_RETRY_MIN_S: Final = 0.5  # after a storage fault, the first retry; doubles up to …
+_RETRY_MAX_S: Final = 5.0  # … this: a repaired file system is in use again within seconds
+_LOW_DISK_MARGIN: Final = 2**20  # free bytes above the floor before low-disk mode ends
+_MAX_EXPIRY_S: Final = 2**32 - 1  # MQTT 5 Message Expiry Interval is a four-byte integer
 _DELETE_BATCH: Final = 200  # acknowledged rows that wake the writer by themselves
 _DELETE_WAIT_S: Final = 0.1  # … or that wait at most this long for a result's commit
 _CHUNK: Final = 100  # rows per multi-row statement (1,000 parameters, below the limit)
@@ -110,12 +137,28 @@ class OutboxStats:
     delivered: int  # rows deleted after their PUBACK
     evicted: int  # rows removed undelivered: the sum of evicted_by
     evicted_by: dict[str, int] = field(default_factory=dict)  # size|age|disk_full|invalid
-    refused: int = 0  # items never stored (disk full even after evicting, unencodable)
+    refused: int = 0  # items neither stored nor published: the sum of refused_by
+    refused_by: dict[str, int] = field(default_factory=dict)  # ENOSPC|EROFS|EIO|…|unencodable
+    passed: int = 0  # results published live because they could not be stored
     sent: int = 0  # messages handed to MQTT
     resent: int = 0  # … of which rows handed over again after a reconnect
     in_flight: int = 0  # handed over in this session, awaiting PUBACK
     oldest_age_s: float | None = None
     last_seq: int = 0
+    status: str = "durable"  # durable | degraded
+    error: str | None = None  # the storage fault's errno name (ENOSPC, EROFS, EIO, …)
+    free_mb: float | None = None  # free space on the outbox's file system when last checked
+    quarantined: int = 0  # unusable files moved aside by this process
+
+
+@dataclass(frozen=True, slots=True)
+class OutboxHealth:
+    """What ``state`` shows of the outbox: ``degraded`` with a reason, and files moved aside."""
+
+    status: Literal["durable", "degraded"]
+    reason: str | None = None
+    error: str | None = None
+    quarantined: tuple[str, ...] = ()
 
 
 class Outbox:
@@ -130,8 +173,10 @@ class Outbox:
     ``flush_interval_s`` or more ago, otherwise when that much time has passed
     or ``batch_rows`` rows wait (at most that many per transaction); it checkpoints
     every ``checkpoint_s``; below ``min_free_mb`` MiB free on the file system
-    the file stops growing and the oldest rows make room (reason
-    ``disk_full``), which keeps WAL checkpoints and deletes possible.
+    the file stops growing, which keeps WAL checkpoints and deletes possible:
+    results are then published live while the broker is connected, else the
+    oldest rows make room (reason ``disk_full``). ``seq_path`` is the
+    high-water-mark file of ``seq`` (default: beside the outbox file).
     ``window`` messages at most await their PUBACK; ``drain_per_s`` caps
     sending (None: no cap).
     """
@@ -150,6 +195,7 @@ class Outbox:
         synchronous: Literal["normal", "full"] = "normal",
         window: int = 100,
         drain_per_s: float | None = 2000.0,
+        seq_path: Path | None = None,
     ) -> None:
         if max_mb <= 0 or max_age_hours <= 0:
             raise ValueError("outbox max_mb and max_age_hours must be positive")
@@ -172,13 +218,33 @@ class Outbox:
         # (so that queued deletes are committed too).
         self._passes = self._passes_done = self._flush_pass = 0
         self._refused_ticket = self._flush_checked = 0
-        self._refusing_until = 0.0
         self._last_pass = 0.0  # writer thread only: when its last pass began (monotonic)
         self._closing = self._closed = False
         self._counts: Counter[str] = Counter()  # accepted, delivered, refused, evicted:<reason>
         self._bursts = Bursts(self._log)
         self._forwarder: Forwarder | None = None
-        self._db = self._open(synchronous)
+        self._mqtt: MqttClient | None = None
+        self._synchronous = synchronous
+        self._mark = SeqMark(seq_path or self.path.with_name(self.path.name + ".seq"))
+        # Storage faults (writer thread; read under _cond by stats()/health()).
+        self._fault: StorageFault | None = None
+        self._fault_since = 0.0
+        self._retry_at, self._retry_s = 0.0, _RETRY_MIN_S
+        self._ckpt_error: str | None = None
+        self._low = False  # below the free-space floor (writer thread)
+        self._low_since = 0.0
+        self._free: int | None = None
+        self._quarantined: list[str] = []
+        #: Bumped whenever the writer closes or (re)opens the file: the forwarder then
+        #: drops its read connection (a file system with open files cannot be unmounted).
+        self.generation = 0
+        self._max_pos = 0  # highest send position ever used: a new file continues above it
+        self._last_seq = 0
+        self._clock_base: float | None = None
+        self._depth = self._bytes = 0
+        self._oldest: float | None = None
+        self._db: sqlite3.Connection | None = None
+        self._db = self._start()
         self._writer = threading.Thread(
             target=background(self._run), name="outbox-writer", daemon=True
         )
@@ -187,69 +253,203 @@ class Outbox:
     @classmethod
     def from_settings(cls, settings: OutboxSettings, **tuning: Any) -> Outbox:
         """The outbox of ``[outbox]``; ``tuning`` takes the other keywords of the constructor."""
+        tuning.setdefault("min_free_mb", settings.min_free_mb)
         return cls(
             settings.path, max_mb=settings.max_mb, max_age_hours=settings.max_age_hours, **tuning
         )
 
-    def _open(self, synchronous: str) -> sqlite3.Connection:
+    # --- opening, quarantine, reopening ------------------------------------------------------
+
+    def _start(self) -> sqlite3.Connection | None:
+        """Open the outbox at start; a file that cannot be used is moved aside, never fatal.
+
+        Raises :class:`ConfigError` (``outbox.path``) only when nothing can be
+        done: the directory cannot be created or written, or an unusable file
+        cannot be moved aside. With a full or failing disk the daemon starts
+        degraded (results published live) and keeps trying.
+        """
+        directory = self.path.parent
         try:
-            self.path.parent.mkdir(parents=True, exist_ok=True)
-            # The writer thread owns the connection; close() uses it after joining.
-            db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
-        except (OSError, sqlite3.Error) as exc:
-            raise PublishError(
-                f"outbox {self.path}: cannot open ({exc}); check outbox.path"
+            directory.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            fault = classify(exc, directory)
+            raise ConfigError(
+                [("outbox.path", f"{self.path}: cannot create its directory ({fault})")]
             ) from None
         try:
-            version = db.execute("PRAGMA user_version").fetchone()[0]
-            if version > _VERSION:
-                raise sqlite3.DatabaseError(f"schema version {version} is newer than this edged")
-            if db.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
-                raise sqlite3.DatabaseError("cannot switch to WAL mode")
-            db.execute(f"PRAGMA synchronous={synchronous.upper()}")
-            db.execute("PRAGMA busy_timeout=2000")  # RESTART checkpoints wait for readers
-            db.execute("PRAGMA secure_delete=FAST")  # Debian builds zero freed pages: wasted I/O
-            db.executescript(_SCHEMA)
-            db.execute(f"PRAGMA user_version={_VERSION}")
-            self._load(db)
+            return self._open_or_quarantine()
         except sqlite3.Error as exc:
-            db.close()
-            code = getattr(exc, "sqlite_errorcode", 0) & 0xFF
-            advice = (
-                "move the file aside to start with an empty outbox"
-                if code in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT)
-                else "check the file, its directory and the free space"
+            primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+            if primary in (sqlite3.SQLITE_BUSY, sqlite3.SQLITE_LOCKED):
+                raise PublishError(
+                    f"outbox {self.path}: in use by another process ({exc}); "
+                    "is another edged running with the same outbox.path?"
+                ) from None
+            fault = classify(exc, directory)
+        except OSError as exc:
+            fault = classify(exc, directory)
+        if fault.code in ("EROFS", "EACCES", "EPERM", "ENOENT", "ENOTDIR"):
+            raise ConfigError(
+                [("outbox.path", f"{self.path}: cannot be written ({fault}); use a writable path")]
             )
-            raise PublishError(f"outbox {self.path}: cannot use it ({exc}); {advice}") from None
+        # Full or failing disk: run degraded (live results), retry with backoff.
+        self._last_seq = self._mark.read()
+        self._failed(fault, "open")
+        return None
+
+    def _open_or_quarantine(self) -> sqlite3.Connection:
+        """Open the file; move it aside first if it cannot be used (raises sqlite3/OS errors)."""
+        try:
+            return self._connect(None)
+        except Unusable as bad:
+            found = self._quarantine(bad.reason)
+        try:
+            return self._connect(found)
+        except Unusable as bad:  # a fresh file is never unusable unless the disk lies
+            raise sqlite3.OperationalError(f"fresh outbox file {bad.reason}") from None
+
+    def _quarantine(self, reason: str) -> Salvage:
+        try:
+            moved = move_aside(self.path)
+        except OSError as exc:
+            fault = classify(exc, self.path.parent)
+            raise ConfigError(
+                [("outbox.path", f"{self.path} {reason} and cannot be moved aside ({fault})")]
+            ) from None
+        found = salvage(moved, reason)
+        self._log.error(
+            "outbox.quarantined",
+            reason=reason,
+            moved_to=str(moved),
+            salvaged=len(found.rows),
+            last_seq=found.last_seq,
+            problem=found.problem,
+        )
+        with self._cond:
+            self._quarantined.append(f"{moved.name}: {reason}")
+        self._max_pos = max(self._max_pos, found.last_pos)
+        return found
+
+    def _connect(self, found: Salvage | None) -> sqlite3.Connection:
+        """Connect, check and prepare the file; raises Unusable, sqlite3.Error or OSError."""
+        check_kind(self.path)
+        # The writer thread owns the connection; close() uses it after joining.
+        db = sqlite3.connect(self.path, isolation_level=None, check_same_thread=False)
+        try:
+            try:
+                self._prepare(db)
+                if found is not None:
+                    self._restore(db, found)
+                self._load(db, found)
+            except sqlite3.Error as exc:
+                primary = getattr(exc, "sqlite_errorcode", 0) & 0xFF
+                if primary in (sqlite3.SQLITE_NOTADB, sqlite3.SQLITE_CORRUPT):
+                    raise Unusable(f"is not a usable SQLite database ({exc})") from None
+                if primary == sqlite3.SQLITE_READONLY and probe(self.path.parent) is None:
+                    raise Unusable(f"cannot be written ({exc})") from None
+                raise
+        except BaseException:
+            db.close()
+            raise
         return db
 
-    def _load(self, db: sqlite3.Connection) -> None:
+    def _prepare(self, db: sqlite3.Connection) -> None:
+        version = db.execute("PRAGMA user_version").fetchone()[0]
+        if version > _VERSION:
+            raise Unusable(f"has schema version {version}, newer than this edged's {_VERSION}")
+        tables = {r[0] for r in db.execute("SELECT name FROM sqlite_master WHERE type='table'")}
+        ours = {"outbox", "meta", "sqlite_sequence"}
+        columns = {r[1] for r in db.execute("PRAGMA table_info(outbox)")}
+        if tables and (not tables <= ours or "outbox" not in tables or len(columns) != 11):
+            raise Unusable(f"holds another program's database (tables: {sorted(tables)})")
+        if db.execute("PRAGMA journal_mode=WAL").fetchone()[0] != "wal":
+            # SQLite keeps the old mode when it cannot write the file.
+            err = probe(self.path.parent)
+            if err is None:
+                raise Unusable("cannot be written (SQLite could not switch it to WAL mode)")
+            raise OSError(err, os.strerror(err))
+        db.execute(f"PRAGMA synchronous={self._synchronous.upper()}")
+        db.execute("PRAGMA busy_timeout=2000")  # RESTART checkpoints wait for readers
+        db.execute("PRAGMA secure_delete=FAST")  # Debian builds zero freed pages: wasted I/O
+        db.executescript(_SCHEMA)
+        db.execute(f"PRAGMA user_version={_VERSION}")
+        # A new file continues the send positions of the one it replaces, so a
+        # late PUBACK for an old row can never delete a new one.
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        if (row[0] if row else 0) < self._max_pos:
+            db.execute("DELETE FROM sqlite_sequence WHERE name = 'outbox'")
+            db.execute(
+                "INSERT INTO sqlite_sequence (name, seq) VALUES ('outbox', ?)", (self._max_pos,)
+            )
+
+    def _restore(self, db: sqlite3.Connection, found: Salvage) -> None:
+        """Copy the salvaged rows into the fresh file, in their order, in one transaction."""
+        self._last_seq = max(self._last_seq, found.last_seq, self._mark.read())
+        self._mark.cover(self._last_seq)
+        if not found.rows:
+            return
+        db.execute("BEGIN IMMEDIATE")
+        try:
+            for r in found.rows:
+                size = len(r[3]) + len(r[2]) + len(r[1] or "") + ROW_OVERHEAD
+                db.execute(f"INSERT INTO outbox VALUES {_INSERT_ROW}", (*r, size))  # noqa: S608
+            db.execute("COMMIT")
+        except BaseException:
+            if db.in_transaction:
+                db.execute("ROLLBACK")
+            raise
+
+    def _load(self, db: sqlite3.Connection, found: Salvage | None) -> None:
         meta = dict(db.execute("SELECT key, value FROM meta").fetchall())
         max_seq = db.execute("SELECT max(seq) FROM outbox").fetchone()[0] or 0
-        self._last_seq = max(int(meta.get("last_seq", 0)), int(max_seq))
+        known = max(int(meta.get("last_seq", 0)), int(max_seq))
+        if "last_seq" not in meta and found is None:
+            # A new file (or one deleted by hand): continue above every seq handed out.
+            known = max(known, self._mark.read())
         depth, size = db.execute("SELECT count(*), coalesce(sum(size), 0) FROM outbox").fetchone()
-        self._depth, self._bytes = int(depth), int(size)
-        # The clock continues from its saved value plus the wall-clock downtime
-        # if that is positive: a clock set back (or a device booting in 1970)
-        # adds nothing, so ages err towards keeping data.
-        clock, wall = float(meta.get("clock", 0.0)), float(meta.get("wall", 0.0))
-        downtime = max(time.time() - wall, 0.0) if wall else 0.0
-        self._clock_base = clock + downtime - time.clock_gettime(_BOOTTIME)
-        self._oldest = self._oldest_born(db)
+        row = db.execute("SELECT seq FROM sqlite_sequence WHERE name = 'outbox'").fetchone()
+        oldest = self._oldest_born(db)
+        with self._cond:
+            self._last_seq = max(self._last_seq, known)
+            self._depth, self._bytes = int(depth), int(size)
+            self._oldest = oldest
+        self._max_pos = max(self._max_pos, int(row[0]) if row else 0)
+        if self._clock_base is None:
+            # The clock continues from its saved value plus the wall-clock downtime
+            # if that is positive: a clock set back (or a device booting in 1970)
+            # adds nothing, so ages err towards keeping data.
+            clock, wall = float(meta.get("clock", 0.0)), float(meta.get("wall", 0.0))
+            downtime = max(time.time() - wall, 0.0) if wall else 0.0
+            self._clock_base = clock + downtime - time.clock_gettime(_BOOTTIME)
         if depth:
             self._log.info("outbox.opened", depth=depth, bytes=size, last_seq=self._last_seq)
 
+    def _reopen(self) -> bool:
+        """Writer thread: open the file again after a fault; True when it works."""
+        try:
+            self._db = self._open_or_quarantine()
+        except ConfigError as exc:  # an unusable file that cannot be moved aside
+            self._failed(StorageFault("EACCES", exc.problems[0][1]), "reopen")
+            return False
+        except (sqlite3.Error, OSError) as exc:
+            self._failed(classify(exc, self.path.parent), "reopen")
+            return False
+        self.generation += 1
+        if self._forwarder is not None:
+            self._forwarder.wake()  # rows stored before the fault (or salvaged) go out now
+        return True
+
     def clock(self) -> float:
         """The outbox clock, seconds: never goes backwards, not even across restarts."""
-        return self._clock_base + time.clock_gettime(_BOOTTIME)
+        return (self._clock_base or 0.0) + time.clock_gettime(_BOOTTIME)
 
     # --- accepting -----------------------------------------------------------------------
 
     def accept(self, envelope: ResultEnvelope) -> None:
         """Queue a result; it gets its ``seq`` and counts as accepted when its batch commits.
 
-        Raises :class:`PublishError` when the outbox is closed, or for a second
-        after it had to refuse a batch (disk full even after evicting).
+        Never raises a storage error (the writer thread deals with those, see
+        the module docs); raises :class:`PublishError` only once the outbox is closed.
         """
         self._enqueue(envelope)
 
@@ -262,12 +462,6 @@ class Outbox:
             while True:
                 if self._closing:
                     raise PublishError(f"outbox {self.path} is closed; nothing can be accepted")
-                if time.monotonic() < self._refusing_until:
-                    raise PublishError(
-                        f"outbox {self.path} is refusing results: the disk is full even after "
-                        f"evicting the oldest ({self._counts['refused']} refused so far); "
-                        "free space or lower outbox.max_mb"
-                    )
                 if len(self._pending) < self._max_pending:
                     break
                 self._cond.wait()  # back-pressure: the writer is behind
@@ -294,9 +488,10 @@ class Outbox:
             refused = self._refused_ticket > self._flush_checked
             self._flush_checked = max(self._flush_checked, target)
         if refused:
+            fault = self._fault or "disk full even after evicting"
             raise PublishError(
-                f"outbox {self.path}: results could not be stored (disk full even after "
-                f"evicting; {self._counts['refused']} refused so far)"
+                f"outbox {self.path}: results could not be stored nor published live "
+                f"({fault}; {self._counts['refused']} refused so far)"
             )
 
     # --- forwarding ----------------------------------------------------------------------
@@ -305,9 +500,15 @@ class Outbox:
         """Start forwarding stored rows through ``mqtt`` (which may connect before or later)."""
         if self._forwarder is not None:
             raise RuntimeError("Outbox.start() called twice")
+        self._mqtt = mqtt  # results that cannot be stored are published live through it
         self._forwarder = Forwarder(self, mqtt, window=self._window, drain_per_s=self._drain_per_s)
         self._forwarder.start()
         return self._forwarder
+
+    @property
+    def readable(self) -> bool:
+        """True while the writer has the file open (no fault has made it let go)."""
+        return self._db is not None
 
     def reader(self) -> sqlite3.Connection:
         """A new read-only connection (WAL: readers never block the writer)."""
@@ -344,6 +545,7 @@ class Outbox:
         with self._cond:
             c = self._counts
             evicted = {k.partition(":")[2]: n for k, n in c.items() if k.startswith("evicted:")}
+            refused = {k.partition(":")[2]: n for k, n in c.items() if k.startswith("refused:")}
             return OutboxStats(
                 depth=self._depth,
                 bytes=self._bytes,
@@ -353,6 +555,8 @@ class Outbox:
                 evicted=sum(evicted.values()),
                 evicted_by=evicted,
                 refused=c["refused"],
+                refused_by=refused,
+                passed=c["passed"],
                 sent=sent,
                 resent=resent,
                 in_flight=in_flight,
@@ -360,7 +564,35 @@ class Outbox:
                 if self._oldest is None
                 else max(0.0, self.clock() - self._oldest),
                 last_seq=self._last_seq,
+                status="degraded" if self._fault or self._low else "durable",
+                error=self._fault.code if self._fault else None,
+                free_mb=None if self._free is None else round(self._free / 2**20, 1),
+                quarantined=len(self._quarantined),
             )
+
+    def health(self) -> OutboxHealth:
+        """``degraded`` with a reason while a storage fault or low disk lasts; files moved aside."""
+        with self._cond:
+            quarantined = tuple(self._quarantined)
+            if self._fault is not None:
+                fault = self._fault
+                return OutboxHealth("degraded", self._fault_reason(fault), fault.code, quarantined)
+            if self._low:
+                floor = self._min_free / 2**20
+                reason = (
+                    f"low disk: less than outbox.min_free_mb = {floor:g} MiB free; "
+                    "results are published live while the broker is connected, "
+                    "else the oldest stored ones make room"
+                )
+                return OutboxHealth("degraded", reason, None, quarantined)  # a floor, no error
+            return OutboxHealth("durable", quarantined=quarantined)
+
+    @staticmethod
+    def _fault_reason(fault: StorageFault) -> str:
+        return (
+            f"storage {fault}; results are published live while the broker is connected, "
+            "else they are lost (counted in stats outbox.refused_by)"
+        )
 
     def close(self, grace_s: float = 1.0, timeout: float = 10.0) -> None:
         """Stop forwarding (up to ``grace_s`` for outstanding PUBACKs), commit everything, close.
@@ -385,7 +617,8 @@ class Outbox:
             self._log.error("outbox.close_timeout", timeout_s=timeout)
             return  # the writer still holds the connection; the OS closes it at exit
         self._bursts.end_all()
-        self._db.close()
+        if self._db is not None:
+            self._db.close()
 
     def __enter__(self) -> Self:
         return self
@@ -414,8 +647,10 @@ class Outbox:
                 this_pass = self._passes
                 self._cond.notify_all()  # room for accept() calls held by back-pressure
             aged = self._oldest is not None and self.clock() - self._oldest > self.max_age_s
-            if batch or deletes or aged or self._bytes > self.max_bytes:
-                self._commit(batch, deletes, ticket)
+            low = self._check_disk()
+            retry = self._fault is not None and time.monotonic() >= self._retry_at
+            if batch or deletes or aged or retry or self._bytes > self.max_bytes:
+                self._commit(batch, deletes, ticket, low)
                 dirty = True
             now = time.monotonic()
             self._bursts.tick(now)
@@ -470,17 +705,38 @@ class Outbox:
         batch: list[tuple[Item, float, float]],
         deletes: list[tuple[int, str | None]],
         ticket: int,
+        low: bool,
     ) -> None:
-        """Commit one batch; on SQLITE_FULL evict the oldest and retry once, else refuse it."""
+        """Commit one batch, or publish it live, or count it lost; never raises.
+
+        On SQLITE_FULL with the broker away: evict the oldest and retry once.
+        """
         rows, last_seq = self._encode(batch)
+        if last_seq > self._last_seq:
+            # The numbers are handed out now, stored or not: covered by the mark first.
+            self._mark.cover(last_seq)
+            with self._cond:
+                self._last_seq = last_seq
+        if self._fault is not None and time.monotonic() < self._retry_at:
+            self._divert(rows, ticket, deletes)  # not yet time to try the disk again
+            return
+        if self._db is None and not self._reopen():
+            self._divert(rows, ticket, deletes)
+            return
+        if rows and low and self._live():
+            # Below the floor the file must not grow: deliver now instead of storing.
+            self._send_live(rows)
+            rows = []
         room = 0
         for attempt in (1, 2):
             try:
-                changes = self._transaction(rows, last_seq, deletes, room)
+                changes = self._transaction(rows, last_seq, deletes, room, low)
             except Exception as exc:  # noqa: BLE001 -- the writer thread must survive anything
-                if not isinstance(exc, sqlite3.Error):
-                    self._log.exception("outbox.write_failed")
-                elif exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL and attempt == 1:
+                full = (
+                    isinstance(exc, sqlite3.Error)
+                    and exc.sqlite_errorcode & 0xFF == sqlite3.SQLITE_FULL
+                )
+                if full and attempt == 1 and rows and not self._live():
                     # Deleting needs WAL space too (WAL writes every freed page). After a
                     # RESTART checkpoint the next transaction rewrites the WAL from its
                     # start, in space the file already holds (never truncated: our
@@ -490,16 +746,105 @@ class Outbox:
                     self._checkpoint("RESTART")
                     room = sum(r[-1] for r in rows) * 5 // 4
                     continue
-                self._refuse(len(rows), ticket, exc, deletes)
+                if not isinstance(exc, sqlite3.Error | OSError):
+                    self._log.exception("outbox.write_failed")
+                self._failed(classify(exc, self.path.parent), "commit")
+                self._divert(rows, ticket, deletes)
                 return
             break
+        if rows or not low or (self._fault and self._fault.code not in ("ENOSPC", "EDQUOT")):
+            # A full disk may still take a transaction that stores nothing (WAL
+            # space is reused): only stored rows or space above the floor end it.
+            self._recovered()
         self._apply(changes, len(rows), last_seq)
         if self._forwarder is not None and rows:
             self._forwarder.wake()
 
+    def _live(self) -> bool:
+        return self._mqtt is not None and self._mqtt.connected
+
+    def _send_live(self, rows: list[_Row]) -> None:
+        """Publish rows that cannot be stored straight away, with the rest of their age budget."""
+        assert self._mqtt is not None
+        now, sent = self.clock(), 0
+        for seq, id_, topic, payload, qos, retain, expiry_s, _, born, _ in rows:
+            budget = self.max_age_s - (now - born)
+            if expiry_s is not None:
+                budget = min(budget, expiry_s - (now - born))
+            expiry = max(1, min(math.ceil(budget), _MAX_EXPIRY_S))
+            try:
+                self._mqtt.send(Message(topic, payload, qos, bool(retain), id_, expiry))
+                sent += 1
+            except PublishError as exc:
+                self._log.error("outbox.unsendable", topic=topic, id=id_, seq=seq, error=str(exc))
+                with self._cond:
+                    self._counts["evicted:invalid"] += 1
+        with self._cond:
+            self._counts["passed"] += sent
+
+    def _divert(self, rows: list[_Row], ticket: int, deletes: list[tuple[int, str | None]]) -> None:
+        """Rows that could not be stored: live while the broker is connected, else lost."""
+        with self._cond:
+            self._deletes[:0] = deletes  # acknowledged stays acknowledged: retry the deletes
+        if not rows:
+            return
+        if self._live():
+            self._send_live(rows)
+            return
+        code = self._fault.code if self._fault else "error"
+        with self._cond:
+            self._counts["refused"] += len(rows)
+            self._counts[f"refused:{code}"] += len(rows)
+            self._refused_ticket = ticket
+        self._bursts.add("refused", len(rows), time.monotonic(), error=str(self._fault))
+
+    def _failed(self, fault: StorageFault, during: str) -> None:
+        """Record a storage fault: log it once per kind, close the file, schedule a retry."""
+        now = time.monotonic()
+        with self._cond:
+            first = self._fault is None
+            changed = first or self._fault is None or self._fault.code != fault.code
+            self._fault = fault
+            if first:
+                self._fault_since = now
+        if changed:
+            self._log.error(
+                "outbox.storage_failed",
+                error=fault.code,
+                detail=fault.message,
+                during=during,
+                live=self._live(),
+                retry_in_s=self._retry_s,
+            )
+        self._retry_at = now + self._retry_s
+        self._retry_s = min(self._retry_s * 2, _RETRY_MAX_S)
+        if fault.code not in ("ENOSPC", "EDQUOT") and self._db is not None:
+            # Let go of the file: a file system remounted read-only after an error
+            # can only be repaired and mounted again once nothing holds it open.
+            with contextlib.suppress(sqlite3.Error):
+                self._db.close()
+            self._db = None
+            self.generation += 1
+
+    def _recovered(self) -> None:
+        if self._fault is None:
+            return
+        with self._cond:
+            fault, self._fault = self._fault, None
+            counts = dict(self._counts)
+        self._retry_s = _RETRY_MIN_S
+        self._log.info(
+            "outbox.recovered",
+            error=fault.code,
+            after_s=round(time.monotonic() - self._fault_since, 1),
+            passed=counts.get("passed", 0),
+            refused=counts.get("refused", 0),
+        )
+
     def _encode(self, batch: list[tuple[Item, float, float]]) -> tuple[list[_Row], int]:
-        # Only this thread assigns seq, and the numbers become durable with the
-        # rows in one transaction: if it fails, the next batch reuses them.
+        # Only this thread assigns seq. The numbers are used up whatever happens to
+        # the batch (a result published live keeps its number; a lost one leaves a
+        # gap, which is what a gap means to a subscriber).
         seq, rows = self._last_seq, list[_Row]()
         for item, wall, born in batch:
             if isinstance(item, ResultEnvelope):
@@ -509,6 +854,7 @@ class Outbox:
                     self._log.error("outbox.unencodable", id=item.id, error=str(exc))
                     with self._cond:
                         self._counts["refused"] += 1
+                        self._counts["refused:unencodable"] += 1
                     continue
                 seq = row_seq = seq + 1
             else:
@@ -519,7 +865,12 @@ class Outbox:
         return rows, seq
 
     def _transaction(
-        self, rows: list[_Row], last_seq: int, deletes: list[tuple[int, str | None]], room: int
+        self,
+        rows: list[_Row],
+        last_seq: int,
+        deletes: list[tuple[int, str | None]],
+        room: int,
+        low_disk: bool,
     ) -> Counter[str]:
         """Insert, delete, evict (size, age, ``room`` bytes for a full disk) in one transaction.
 
@@ -527,6 +878,8 @@ class Outbox:
         ``evicted:<reason>`` row counts.
         """
         db, changes = self._db, Counter[str]()
+        assert db is not None
+        last_pos = 0
         db.execute("BEGIN IMMEDIATE")
         try:
             for reason in {reason for _, reason in deletes}:
@@ -544,19 +897,21 @@ class Outbox:
             # Evict before inserting, so the batch reuses the freed pages in this
             # transaction instead of growing the file; again after, in case the
             # batch alone is over the bound (its own oldest rows go then).
-            added, low_disk = sum(r[-1] for r in rows), self._low_disk()
+            added = sum(r[-1] for r in rows)
             need, reason = self._over(changes, added, low_disk)
             self._evict(db, changes, max(need, room), "disk_full" if room else reason)
             for i in range(0, len(rows), _CHUNK):
                 chunk_rows = rows[i : i + _CHUNK]
                 values = ",".join([_INSERT_ROW] * len(chunk_rows))
                 params = [v for r in chunk_rows for v in r]
-                db.execute(f"INSERT INTO outbox VALUES {values}", params)  # noqa: S608 -- '?' marks only
+                cur = db.execute(f"INSERT INTO outbox VALUES {values}", params)  # noqa: S608 -- '?' marks only
+                last_pos = cur.lastrowid or 0
             changes["added"] = added
             self._evict(db, changes, *self._over(changes, added, low_disk))
             meta = ("last_seq", last_seq, "clock", self.clock(), "wall", time.time())
             db.execute(_SET_META, meta)
             db.execute("COMMIT")
+            self._max_pos = max(self._max_pos, last_pos)
         except BaseException:
             if db.in_transaction:
                 db.execute("ROLLBACK")
@@ -590,10 +945,14 @@ class Outbox:
             changes["freed"] += freed
 
     def _apply(self, changes: Counter[str], inserted: int, last_seq: int) -> None:
-        oldest = self._oldest_born(self._db)
+        assert self._db is not None
+        try:
+            oldest = self._oldest_born(self._db)
+        except sqlite3.Error:  # committed already; the next pass reads it again
+            oldest = self._oldest
         added, freed = changes.pop("added", 0), changes.pop("freed", 0)
         with self._cond:
-            self._last_seq = last_seq
+            self._last_seq = max(self._last_seq, last_seq)
             self._depth += inserted - changes.total()  # what is left: delivered + evicted rows
             self._bytes += added - freed
             self._oldest = oldest
@@ -603,30 +962,48 @@ class Outbox:
         for key, n in changes.items():
             if key.startswith("evicted:"):
                 limits = {"max_mb": self.max_bytes / 2**20, "max_age_h": self.max_age_s / 3600}
+                if key == "evicted:disk_full":
+                    limits = {
+                        "free_mb": round((self._free or 0) / 2**20, 2),
+                        "min_free_mb": self._min_free / 2**20,
+                    }
                 self._bursts.add(key.partition(":")[2], n, now, **limits)
 
-    def _refuse(
-        self, n: int, ticket: int, exc: Exception, deletes: list[tuple[int, str | None]]
-    ) -> None:
-        with self._cond:
-            self._counts["refused"] += n
-            self._refused_ticket = ticket
-            self._refusing_until = time.monotonic() + _REFUSE_S
-            self._deletes[:0] = deletes  # acknowledged stays acknowledged: retry the deletes
-        self._bursts.add("refused", n, time.monotonic(), error=str(exc))
-
-    def _low_disk(self) -> bool:
+    def _check_disk(self) -> bool:
+        """Below the free-space floor? Logs the start and the end of each low-disk spell."""
         try:
             st = os.statvfs(self.path.parent)
         except OSError:
-            return False
-        return st.f_bavail * st.f_frsize < self._min_free
+            return self._low
+        free = st.f_bavail * st.f_frsize
+        # A margin above the floor ends the spell, so that a disk hovering at
+        # the floor does not log a line per batch.
+        low = free < self._min_free + (_LOW_DISK_MARGIN if self._low else 0)
+        now = time.monotonic()
+        context = {"free_mb": round(free / 2**20, 2), "min_free_mb": self._min_free / 2**20}
+        if low and not self._low:
+            mode = "live" if self._live() else "rotating"
+            self._log.warning("outbox.disk_low", mode=mode, **context)
+            self._low_since = now
+        elif self._low and not low:
+            self._log.info(
+                "outbox.disk_recovered", after_s=round(now - self._low_since, 1), **context
+            )
+        with self._cond:
+            self._low, self._free = low, free
+        return low
 
     def _checkpoint(self, mode: str) -> None:
+        if self._db is None:
+            return
         try:
             self._db.execute(f"PRAGMA wal_checkpoint({mode})").fetchall()
         except sqlite3.Error as exc:  # e.g. no space to grow the database file
-            self._log.warning("outbox.checkpoint_failed", mode=mode, error=str(exc))
+            if str(exc) != self._ckpt_error:  # once per kind of failure, not every 2 s
+                self._log.warning("outbox.checkpoint_failed", mode=mode, error=str(exc))
+            self._ckpt_error = str(exc)
+        else:
+            self._ckpt_error = None
 
     @staticmethod
     def _oldest_born(db: sqlite3.Connection) -> float | None:

@@ -497,6 +497,22 @@ class LinkState(_Payload):
     reason: str | None = None
 
 
+class OutboxState(_Payload):
+    """The durable outbox as seen in ``state``."""
+
+    status: Literal["durable", "degraded"] = Field(
+        "durable", description="durable: every result is stored until its PUBACK."
+    )
+    reason: str | None = Field(None, description="Why it is degraded, and what happens meanwhile.")
+    error: str | None = Field(
+        None, description="The storage fault's errno name: ENOSPC, EROFS, EIO, EACCES, …"
+    )
+    quarantined: list[str] = Field(
+        default_factory=list,
+        description="Unusable outbox files moved aside since the start, each with the reason.",
+    )
+
+
 class State(_Payload):
     """Retained payload of ``<prefix>/<dev>/state``; re-published on every (re)connect."""
 
@@ -512,6 +528,7 @@ class State(_Payload):
     sources: dict[str, SourceState] = Field(default_factory=dict)
     models: dict[str, ModelState] = Field(default_factory=dict)
     link: LinkState = Field(default_factory=lambda: LinkState(status="disabled"))
+    outbox: OutboxState = Field(default_factory=OutboxState)
 
 
 # --- bytes on the wire ---------------------------------------------------------

@@ -79,6 +79,8 @@ def test_metrics_have_plausible_values(metrics_app: tuple[App, int], broker: Run
     assert m[("edged_mqtt_connected", ())] == 1
     assert m[("edged_outbox_depth", ())] >= 0
     assert m[("edged_outbox_evicted_total", (("reason", "size"),))] == 0
+    assert m[("edged_outbox_degraded", ())] == 0
+    assert m[("edged_outbox_passed_total", ())] == 0
     assert m[("edged_uptime_seconds", ())] > 0
     assert ("edged_commands_total", (("outcome", "busy"),)) in m
     assert any(name == "edged_info" and dict(labels)["device"] == "testdev" for name, labels in m)

@@ -10,9 +10,10 @@ the kill lands in the middle of batched writes.
 
 from __future__ import annotations
 
+import sqlite3
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -36,6 +37,25 @@ DEVICE = "dev1"
 TOPICS = Topics("edged", DEVICE)
 PIPELINES = ("front", "back", "yard")
 MODEL = ModelRef(name="ssd-mobilenet-v1-coco-int8", sha256="0" * 64)
+
+
+def stored(path: Path) -> list[tuple[int, int | None, str | None, str]]:
+    """(pos, seq, id, topic) of every stored row, in send order, read as a separate client."""
+    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
+    try:
+        return db.execute("SELECT pos, seq, id, topic FROM outbox ORDER BY pos").fetchall()
+    finally:
+        db.close()
+
+
+def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
+    """Poll ``cond`` until it holds or ``timeout`` passes; its last value."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if cond():
+            return True
+        time.sleep(0.02)
+    return cond()
 
 
 def result(i: int, pipeline: str = PIPELINES[0]) -> ResultEnvelope:

@@ -93,7 +93,12 @@ def test_every_config_has_the_keys_home_assistant_requires(
         "ears sound",
         "door fps",
         "door inference",
+        "outbox problem",
     } <= names
+    [problem] = [c for c in configs.values() if c["name"] == "outbox problem"]
+    assert problem["device_class"] == "problem"
+    assert problem["state_topic"] == f"{DEV}/state"
+    assert "value_json.outbox.status != 'durable'" in problem["value_template"]
 
 
 def test_removed_pipeline_configs_are_cleared(

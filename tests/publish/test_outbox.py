@@ -11,20 +11,19 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from pathlib import Path
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
 from edged.broker import free_port
 from edged.errors import PublishError
-from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
 from edged.publish.payloads import Message
-from edged.settings import MqttSettings, OutboxSettings
+from edged.settings import OutboxSettings
 from tests.helpers.broker import RunningBroker, Subscriber, matching
+from tests.helpers.disks import fill_up, tmpfs
 from tests.helpers.outbox_child import (
     DEVICE,
     PIPELINES,
@@ -32,75 +31,14 @@ from tests.helpers.outbox_child import (
     mqtt_settings,
     result,
     results,
+    stored,
+    wait_until,
 )
+from tests.publish.conftest import MakeClient, MakeOutbox
 
 REPO = Path(__file__).resolve().parents[2]
+_RETRY_S = 0.6  # a little more than the outbox's first retry after a storage fault
 DETECTIONS = f"edged/{DEVICE}/+/detections"
-
-MakeOutbox = Callable[..., Outbox]
-MakeClient = Callable[..., MqttClient]
-
-
-@pytest.fixture
-def make_outbox(tmp_path: Path) -> Iterator[MakeOutbox]:
-    """Build outboxes (default file in tmp_path); every one is closed at teardown."""
-    made: list[Outbox] = []
-
-    def make(path: Path | None = None, **kw: Any) -> Outbox:
-        kw.setdefault("max_mb", 64)
-        kw.setdefault("max_age_hours", 24)
-        outbox = Outbox(path or tmp_path / "outbox.sqlite3", **kw)
-        made.append(outbox)
-        return outbox
-
-    yield make
-    for outbox in made:
-        outbox.close()
-
-
-@pytest.fixture
-def make_client() -> Iterator[MakeClient]:
-    """Build and start MqttClients; every one is stopped at teardown."""
-    made: list[MqttClient] = []
-
-    def make(settings: MqttSettings) -> MqttClient:
-        client = MqttClient(settings, DEVICE)
-        made.append(client)
-        client.start()
-        return client
-
-    yield make
-    for client in made:
-        client.stop(timeout=1.0)
-
-
-@pytest.fixture
-def roomy(tmp_path: Path) -> Iterator[RunningBroker]:
-    """A mosquitto that never drops queued messages for a slow subscriber."""
-    running = RunningBroker(RoomyBroker(workdir=tmp_path / "broker"))
-    try:
-        running.broker.start()
-        yield running
-    finally:
-        running.close()
-
-
-def stored(path: Path) -> list[tuple[int, int | None, str | None, str]]:
-    """(pos, seq, id, topic) of every stored row, in send order, read as a separate client."""
-    db = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
-    try:
-        return db.execute("SELECT pos, seq, id, topic FROM outbox ORDER BY pos").fetchall()
-    finally:
-        db.close()
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
 
 
 def rss_mb() -> float:
@@ -249,14 +187,6 @@ class TestAccept:
         with pytest.raises(PublishError, match=r"outbox .* is closed"):
             outbox.accept(result(0))
 
-    def test_a_file_that_is_no_database_is_refused_clearly(self, tmp_path: Path) -> None:
-        """A corrupt outbox file is not overwritten: the error says what to do."""
-        path = tmp_path / "outbox.sqlite3"
-        path.write_bytes(b"this is not a database" * 100)
-        with pytest.raises(PublishError, match="move the file aside"):
-            Outbox(path, max_mb=1, max_age_hours=1)
-        assert path.read_bytes().startswith(b"this is not a database")
-
 
 # --- bounds ----------------------------------------------------------------------------
 
@@ -339,39 +269,14 @@ class TestBounds:
 @pytest.fixture
 def small_disk(tmp_path: Path) -> Iterator[Path]:
     """A 6 MB tmpfs: a real file system that runs out of space (needs root to mount)."""
-    mnt = tmp_path / "small"
-    mnt.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "size=6m", "tmpfs", str(mnt)],
-        capture_output=True,
-        check=False,
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs to fill up (needs root): {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "small", "6m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill_up(directory: Path) -> Path:
-    """Write a ballast file until the file system is full."""
-    ballast = directory / "ballast"
-    fd = os.open(ballast, os.O_WRONLY | os.O_CREAT, 0o600)
-    try:
-        while True:
-            os.write(fd, bytes(4096))
-    except OSError:
-        pass
-    finally:
-        os.close(fd)
-    return ballast
 
 
 def test_disk_full_rotates_refuses_clearly_and_never_loses_committed_rows(
     make_outbox: MakeOutbox, small_disk: Path
 ) -> None:
-    """On a full file system the outbox evicts the oldest to make room, refuses what cannot fit."""
+    """Broker away, full file system: the oldest make room; what cannot fit is refused, named."""
     path = small_disk / "outbox.sqlite3"
     outbox = make_outbox(path, max_mb=100, min_free_mb=2, checkpoint_s=0.1)
     for k in range(100):  # 10,000 results (~5 MB) do not fit next to the 2 MB reserve
@@ -390,21 +295,26 @@ def test_disk_full_rotates_refuses_clearly_and_never_loses_committed_rows(
     assert kept.last_seq == 13_000
 
     outbox.put(Message(f"edged/{DEVICE}/huge", bytes(3 * 2**20)))  # can never fit
-    with pytest.raises(PublishError, match="could not be stored"):
+    with pytest.raises(PublishError, match=r"could not be stored .*ENOSPC"):
         outbox.flush()
-    with pytest.raises(PublishError, match="refusing results"):
-        outbox.accept(result(0))
+    outbox.accept(result(0))  # accepting never raises a storage error
+    with pytest.raises(PublishError, match="ENOSPC"):
+        outbox.flush()  # … but with the broker away that result is lost, and counted
     after = outbox.stats()
-    assert after.refused == 1
+    assert after.refused_by["ENOSPC"] == after.refused == 2
+    assert (after.status, after.error) == ("degraded", "ENOSPC")
     assert after.depth == kept.depth  # the failed transaction evicted nothing
 
     ballast.unlink()
-    time.sleep(1.1)  # the refusal window
+    time.sleep(_RETRY_S)  # the first retry after a fault
     outbox.accept(result(13_000))
     outbox.flush()
+    assert outbox.stats().error is None
     outbox.close()
     rows = stored(path)
-    assert [r[1] for r in rows] == list(range(13_002 - len(rows), 13_002))
+    # The one accepted during the fault used up its number: a gap says it was lost.
+    assert rows[-1][1] == 13_002
+    assert rows[-2][1] <= 13_000
     db = sqlite3.connect(path)
     try:
         assert db.execute("PRAGMA integrity_check").fetchone() == ("ok",)
