@@ -96,6 +96,7 @@ class App:
         settings.state_dir.mkdir(parents=True, exist_ok=True)
         self.outbox = Outbox.from_settings(settings.outbox)
         self.results = ResultPublisher(settings, self.mqtt, self.outbox)
+        self.results.stats_sections["mqtt"] = self.mqtt.stats
         self.graph = Graph.build(settings, checked, self._emit, self._emit_audio, self._emit_events)
         # Hybrid offload (DESIGN §4): a gate on each opted-in pipeline, link probe, worker.
         self.offload = Offload(settings, self.results, self.emit_lock)

@@ -79,7 +79,25 @@ class MqttSettings(_Section):
     ca_file: OptPath = Field(None, description="CA bundle for tls = true; system CAs if unset.")
     homeassistant: bool = Field(True, description="Publish Home Assistant MQTT discovery configs.")
     reconnect_min_s: float = Field(0.5, gt=0, description="First reconnect delay, seconds.")
-    reconnect_max_s: float = Field(30.0, gt=0, description="Reconnect delay cap, seconds.")
+    reconnect_max_s: float = Field(
+        30.0,
+        gt=0,
+        description="Reconnect delay cap, seconds; an unreachable broker is also probed "
+        "(TCP only) every 0.5 s, so it is reconnected within about a second of its return.",
+    )
+    max_topic_levels: int = Field(
+        32,
+        ge=8,
+        le=32768,
+        description="Most levels in a topic published to (response topics too); "
+        "keep it within the broker's limit (mosquitto: 201).",
+    )
+    max_topic_bytes: int = Field(
+        1024,
+        ge=512,
+        le=65535,
+        description="Most bytes in a topic published to (response topics too).",
+    )
 
     @field_validator("prefix")
     @classmethod
