@@ -193,6 +193,7 @@ class App:
             sources=sources,
             models=self.results.model_summary(),
             link=self.offload.link_state(),
+            mqtt=self.mqtt.state(),
         )
 
     def publish_state(self, *, force: bool = False) -> None:

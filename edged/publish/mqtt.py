@@ -75,7 +75,7 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edged.errors import PublishError
-from edged.publish.payloads import Message
+from edged.publish.payloads import Message, MqttState
 from edged.publish.reconnect import SHORT_SESSION_S, Backoff
 from edged.publish.topics import Topics, check_topic
 from edged.sched import lower_this_thread
@@ -420,6 +420,17 @@ class MqttClient:
         if self._dropped_at is not None and now - self._dropped_at < _BURST_QUIET_S:
             return f"{self.dropped} unpublishable message(s) dropped; see mqtt.unpublishable"
         return None
+
+    def state(self) -> MqttState:
+        """The ``mqtt`` section of ``state``: down, up, or degraded while :attr:`problem` says why."""
+        problem = self.problem
+        return MqttState(
+            # The problem first: in a takeover storm the session is down half the time.
+            status="degraded" if problem else "up" if self.connected else "down",
+            problem=problem,
+            dropped=self.dropped,
+            takeovers=self.takeovers,
+        )
 
     def stats(self) -> dict[str, Any]:
         """The ``mqtt`` section of ``stats``: session health, drops, takeovers, the problem."""

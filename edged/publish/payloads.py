@@ -462,6 +462,19 @@ class LinkState(_Payload):
     reason: str | None = None
 
 
+class MqttState(_Payload):
+    """The broker session, for what the broker cannot tell anyone itself."""
+
+    status: Literal["up", "degraded", "down"]
+    problem: str | None = Field(
+        None, description="Why degraded: a duplicate client id, unpublishable messages dropped."
+    )
+    dropped: int = Field(0, ge=0, description="Messages dropped as unpublishable since start.")
+    takeovers: int = Field(
+        0, ge=0, description="Sessions taken over by a client with the same client id."
+    )
+
+
 class State(_Payload):
     """Retained payload of ``<prefix>/<dev>/state``; re-published on every (re)connect."""
 
@@ -477,6 +490,7 @@ class State(_Payload):
     sources: dict[str, SourceState] = Field(default_factory=dict)
     models: dict[str, ModelState] = Field(default_factory=dict)
     link: LinkState = Field(default_factory=lambda: LinkState(status="disabled"))
+    mqtt: MqttState = Field(default_factory=lambda: MqttState(status="up"))
 
 
 # --- bytes on the wire ---------------------------------------------------------

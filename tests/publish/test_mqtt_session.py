@@ -70,7 +70,7 @@ def test_publish_refuses_a_topic_the_broker_would_drop_the_session_over(
         client.publish(DEEP, b"x", qos=1)
     with pytest.raises(PublishError, match="wildcard"):
         client.publish(f"edged/{DEV}/a/+", b"x", qos=1)
-    assert client.pending == 0
+    assert wait_until(lambda: client.pending == 0)  # nothing refused was handed to paho
     sub = broker.subscriber(GOOD)
     client.publish(GOOD, b"still here", qos=1)
     sub.wait_for(matching(GOOD, b"still here"))
@@ -108,6 +108,8 @@ def test_an_unpublishable_message_is_dropped_and_the_session_recovers(
     assert "252 characters" not in unpublishable[0]["topic"]  # shortened for the log
     assert client.stats()["dropped_unpublishable"] == 1
     assert "unpublishable" in (client.problem or "")
+    assert client.state().status == "degraded"
+    assert client.state().dropped == 1
     # Not a duplicate client id: the broker said why it ended each session.
     assert not events(logs, "mqtt.duplicate_client_id")
     # And the session now holds.
@@ -140,3 +142,6 @@ def test_duplicate_client_id_is_named_as_such(
     assert flagged
     assert "duplicate client id 'edged-cloned'" in (flagged[0].problem or "")
     assert flagged[0].stats()["takeovers"] >= 1
+    state = flagged[0].state()  # the ``mqtt`` section of the retained state
+    assert state.status == "degraded"
+    assert "edged-cloned" in (state.problem or "")
