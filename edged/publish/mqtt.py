@@ -32,9 +32,11 @@ connects with the same client id (two devices cloned from one SD card share
 their host name, hence ``device_id`` and client id). Both then reconnect and
 knock each other off. MQTT 5 brokers may say so (reason 142, "Session taken
 over"); mosquitto just closes the socket. Either that reason or
-:data:`TAKEOVER_SESSIONS` sessions in a row that the broker ended within
-seconds of accepting them log ``mqtt.duplicate_client_id`` (an error, once per
-burst) naming the client id and the fix, and :attr:`MqttClient.problem` says so.
+:data:`TAKEOVER_SESSIONS` sessions in a row that the broker closed within
+seconds of accepting them *while it kept accepting connections* (a TCP probe
+right after each close: a broker that stops or restarts closes its port
+first) log ``mqtt.duplicate_client_id`` (an error, once per burst) naming the
+client id and the fix, and :attr:`MqttClient.problem` says so.
 
 Threading: :meth:`publish` / :meth:`send` may be called from any thread
 (paho's publish is thread-safe). Hooks and callbacks run on paho's network
@@ -768,14 +770,21 @@ class MqttClient:
         else:
             self._suspect, self._strikes = None, 0
         # mosquitto ends a taken-over session by closing the socket, no reason
-        # given (paho may not even read a DISCONNECT before the close).
-        self._closed_short = self._closed_short + 1 if short else 0
-        suspected = self._closed_short >= TAKEOVER_SESSIONS and self._strikes < 2
-        if taken_over or suspected:
-            self._took_over(certain=taken_over)
-        return self._closed_short > 1
+        # given (paho may not even read a DISCONNECT before the close). A broker
+        # that stops closes its port before (or as) it closes its clients: a
+        # probe that is accepted right after the close means it is still serving.
+        kicked = short and not taken_over and self._backoff.probe()
+        self._closed_short = self._closed_short + 1 if kicked else 0
+        if taken_over:
+            self._took_over("the broker said so: reason 142, session taken over")
+        elif self._closed_short >= TAKEOVER_SESSIONS and self._strikes < 2:
+            self._took_over(
+                f"likely: {self._closed_short} sessions in a row closed within "
+                f"{SHORT_SESSION_S:g} s of connecting by a broker that kept accepting connections"
+            )
+        return self._closed_short > 1 or self._strikes > 1
 
-    def _took_over(self, *, certain: bool) -> None:
+    def _took_over(self, cause: str) -> None:
         """Another client with our client id took the session: log once per burst."""
         self.takeovers += 1
         now = time.monotonic()
@@ -785,10 +794,7 @@ class MqttClient:
             self._log.error(
                 "mqtt.duplicate_client_id",
                 error=f"the broker keeps ending the session of client id {self.client_id!r}",
-                cause="reason 142: session taken over"
-                if certain
-                else f"{self._closed_short} sessions in a row closed within "
-                f"{SHORT_SESSION_S:g} s of connecting",
+                cause=cause,
                 hint=_DUPLICATE_HINT,
             )
         else:

@@ -171,6 +171,7 @@ def test_first_result_within_2s_after_a_45s_outage(
 
 @pytest.mark.slow
 @pytest.mark.broker
+@pytest.mark.timeout(420)  # the outage alone is 300 s
 def test_first_result_within_2s_after_a_5min_outage(
     persistent_broker: RoomyBroker, tmp_path: Path
 ) -> None:
