@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable, Iterator, MutableMapping
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -20,6 +21,7 @@ from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import Message
 from edged.settings import MqttSettings
 from tests.helpers.broker import RunningBroker, matching
+from tests.helpers.daemon import Daemon, base_config, write_config
 
 pytestmark = pytest.mark.broker
 
@@ -145,3 +147,36 @@ def test_duplicate_client_id_is_named_as_such(
     state = flagged[0].state()  # the ``mqtt`` section of the retained state
     assert state.status == "degraded"
     assert "edged-cloned" in (state.problem or "")
+
+
+def test_two_daemons_with_one_device_id_each_log_the_duplicate(
+    tmp_path: Path, models_dir: Path, broker: RunningBroker
+) -> None:
+    """Two `edged run` with the same device_id (cloned SD cards): both name the duplicate id."""
+    daemons = []
+    for name in ("a", "b"):
+        home = tmp_path / name
+        home.mkdir()
+        cfg = base_config(home, models_dir, broker, reconnect_min_s=0.2, reconnect_max_s=30)
+        daemons.append(Daemon(write_config(home / "edged.toml", cfg)).start())
+    try:
+        deadline = time.monotonic() + 20
+        while time.monotonic() < deadline and not all(
+            "mqtt.duplicate_client_id" in d.output for d in daemons
+        ):
+            time.sleep(0.2)
+        print(f"\nwaited {time.monotonic() - deadline + 20:.1f} s for both to name the duplicate")
+        for d in daemons:
+            rc, _ = d.stop()
+            assert rc == 0, d.output[-2000:]
+    finally:
+        for d in daemons:
+            d.close()
+    for d in daemons:
+        log = d.output
+        lines = [x for x in log.splitlines() if "mqtt.duplicate_client_id" in x]
+        assert lines, f"no mqtt.duplicate_client_id in:\n{log[-3000:]}"
+        line = lines[0]
+        assert "edged-testdev" in line, line
+        assert "mqtt.client_id" in line, line
+        assert "Traceback" not in log
