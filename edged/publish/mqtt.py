@@ -647,7 +647,7 @@ class MqttClient:
         if self._strikes >= POISON_STRIKES and self._suspect is not None:
             # Before paho re-sends its unacknowledged messages (right after
             # this callback): the suspect must not go out again.
-            self._drop_unpublishable(self._suspect)
+            self._call(self._drop_unpublishable, self._suspect)  # never raise into paho
         extra = {"after_refusals": self._refusals} if self._refusals else {}
         self._log.info(
             "mqtt.connected",
@@ -741,7 +741,8 @@ class MqttClient:
         self.disconnects += 1
         self._backoff.session_ended(lasted)
         packet = flags.is_disconnect_packet_from_server
-        storm = self._session_ended(lasted, reason_code, packet, head)
+        self._call(self._session_ended, lasted, reason_code, packet, head)  # never raise into paho
+        storm = self._closed_short > 1 or self._strikes > 1
         # In a storm of short sessions the patterns below are what to log.
         (self._log.debug if storm else self._log.warning)(
             "mqtt.disconnected",
@@ -753,8 +754,8 @@ class MqttClient:
 
     def _session_ended(
         self, lasted: float, reason: ReasonCode, packet: bool, head: int | None
-    ) -> bool:
-        """Look for an unpublishable message and a duplicate client id; True in a storm.
+    ) -> None:
+        """Look for an unpublishable message and for a duplicate client id.
 
         A session that ends with a message still unacknowledged at the head
         ended within a round trip of paho re-sending it (re-sends start with
@@ -782,7 +783,6 @@ class MqttClient:
                 f"likely: {self._closed_short} sessions in a row closed within "
                 f"{SHORT_SESSION_S:g} s of connecting by a broker that kept accepting connections"
             )
-        return self._closed_short > 1 or self._strikes > 1
 
     def _took_over(self, cause: str) -> None:
         """Another client with our client id took the session: log once per burst."""
