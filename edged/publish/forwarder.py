@@ -239,8 +239,11 @@ class Forwarder:
         with self._cond:
             entry = self._sent.pop(id(message), None)
             if entry is not None:
-                self._unpublishable.append(entry[0])
-                self._skip.add(entry[0])
+                pos, epoch, _ = entry
+                self._unpublishable.append(pos)
+                self._skip.add(pos)
+                if epoch == self._epoch:
+                    self._in_flight -= 1  # as if acknowledged: it will never be
 
     def _hand_over_acks(self) -> None:
         with self._cond:
