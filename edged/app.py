@@ -104,6 +104,7 @@ class App:
             settings.outbox, seq_path=settings.state_dir / "outbox.seq"
         )
         self.results = ResultPublisher(settings, self.mqtt, self.outbox)
+        self.results.stats_sections["mqtt"] = self.mqtt.stats
         self.graph = Graph.build(settings, checked, self._emit, self._emit_audio, self._emit_events)
         # Hybrid offload (DESIGN §4): a gate on each opted-in pipeline, link probe, worker.
         self.offload = Offload(settings, self.results, self.emit_lock)
@@ -213,6 +214,7 @@ class App:
                 error=outbox.error,
                 quarantined=list(outbox.quarantined),
             ),
+            mqtt=self.mqtt.state(),
         )
 
     def publish_state(self, *, force: bool = False) -> None:

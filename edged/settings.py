@@ -129,7 +129,24 @@ class MqttSettings(_Section):
         0.5, ge=0.01, le=3600, description="First reconnect delay, seconds."
     )
     reconnect_max_s: float = Field(
-        30.0, ge=0.01, le=3600, description="Reconnect delay cap, seconds."
+        30.0,
+        ge=0.01,
+        le=3600,
+        description="Reconnect delay cap, seconds; an unreachable broker is also probed "
+        "(TCP only) every 0.5 s, so it is reconnected within about a second of its return.",
+    )
+    max_topic_levels: int = Field(
+        32,
+        ge=8,
+        le=32768,
+        description="Most levels in a topic published to (response topics too); "
+        "keep it within the broker's limit (mosquitto: 201).",
+    )
+    max_topic_bytes: int = Field(
+        1024,
+        ge=512,
+        le=65535,
+        description="Most bytes in a topic published to (response topics too).",
     )
 
     @field_validator("prefix")

@@ -77,7 +77,18 @@ class DaemonCollector:
         connected.add_metric([], 1.0 if self._app.mqtt.connected else 0.0)
         pending = _gauge("edged_mqtt_pending", "Messages handed to MQTT, not yet acknowledged.")
         pending.add_metric([], self._app.mqtt.pending)
-        return iter((connected, pending))
+        disconnects = _counter("edged_mqtt_disconnects", "Sessions ended by the broker or network.")
+        disconnects.add_metric([], self._app.mqtt.disconnects)
+        dropped = _counter(
+            "edged_mqtt_unpublishable",
+            "Messages dropped: the broker ended every session they were in.",
+        )
+        dropped.add_metric([], self._app.mqtt.dropped)
+        takeovers = _counter(
+            "edged_mqtt_takeovers", "Sessions taken over by a client with the same client id."
+        )
+        takeovers.add_metric([], self._app.mqtt.takeovers)
+        return iter((connected, pending, disconnects, dropped, takeovers))
 
     def _pipelines(self) -> Iterator[Metric]:
         p_labels = ("pipeline",)

@@ -26,8 +26,13 @@ to send a command could make it publish to any topic — someone's
 ``cmd/`` a reply can only ever land where command replies live, and two
 levels below ``cmd`` it can never be a command itself (no reply loops).
 Broker ACLs written per device (``edged/<dev>/cmd/#``) cover both directions.
-A request with a refused response topic is not run; its error reply goes to
-the default reply topic, so the client still learns why.
+They must also be topics a broker takes (:meth:`MqttClient.check_topic`: at
+most ``mqtt.max_topic_levels`` levels and ``mqtt.max_topic_bytes`` bytes, no
+wildcards, no control characters): a reply to a topic the broker refuses
+makes it drop the daemon's connection, and paho would re-send that reply
+after every reconnect. A request with a refused response topic is not run;
+its error reply, naming the problem, goes to the default reply topic, so the
+client still learns why.
 
 Allow-list. Only the commands listed in ``[commands] allow`` run (read-only
 ``ping`` by default, :data:`~edged.settings.READ_ONLY_COMMANDS`); any other
@@ -54,7 +59,7 @@ import structlog
 
 from edged.control.commands import COMMANDS, Command, encode_reply, parse, show
 from edged.errors import CommandError, PublishError
-from edged.publish.mqtt import MqttClient, RequestProperties
+from edged.publish.mqtt import MqttClient, RequestProperties, show_topic
 from edged.sched import background
 from edged.settings import READ_ONLY_COMMANDS, check_segment
 
@@ -270,20 +275,25 @@ class CommandRouter:
         wanted = request.props.response_topic
         if wanted is None:
             return self.default_reply_topic(request.command)
-        rest = wanted.removeprefix(self._reply_root)
-        levels = rest.split("/")
-        ok = wanted.startswith(self._reply_root) and len(levels) >= 2
-        try:
-            for level in levels:
-                check_segment(level)
-        except ValueError:
-            ok = False
-        if not ok:
+        levels = wanted.removeprefix(self._reply_root).split("/")
+        if not wanted.startswith(self._reply_root) or len(levels) < 2:
             raise CommandError(
                 "response_topic",
                 f"{show(wanted)} is refused: replies are published only at least two levels "
                 f"below {self._reply_root!r}, e.g. '{self._reply_root}<command>/reply/<client-id>'",
             )
+        try:
+            self._mqtt.check_topic(wanted)  # first: it bounds the work of the loop below
+        except PublishError as exc:
+            problem = str(exc).removeprefix(f"cannot publish to {show_topic(wanted)}: ")
+            raise CommandError("response_topic", f"{show(wanted)} is refused: {problem}") from None
+        for level in levels:
+            try:
+                check_segment(level)
+            except ValueError as exc:
+                raise CommandError(
+                    "response_topic", f"{show(wanted)} is refused: its level {show(level)} {exc}"
+                ) from None
         return wanted
 
     @staticmethod

@@ -161,6 +161,9 @@ class Forwarder:
         self._sent: dict[int, tuple[int, int, Message]] = {}
         self._in_flight = 0
         self._acked: list[int] = []  # positions acknowledged, handed to the outbox in bulk
+        self._unpublishable: list[int] = []  # positions the MQTT client dropped (on_dropped)
+        # ... and never sent again, even if a reset reads them before the drop is committed.
+        self._skip: set[int] = set()
         self._n_sent = self._n_resent = 0
         # Forwarder-thread only: read position, rows read ahead, resend horizon.
         self._cursor = 0
@@ -174,6 +177,7 @@ class Forwarder:
     def start(self) -> None:
         """Register with the MQTT client and start the thread."""
         self._mqtt.on_delivered(self._on_delivered)
+        self._mqtt.on_dropped(self._on_dropped)
         self._mqtt.on_connect(self._on_connect)
         if self._mqtt.connected:  # connected before we registered: no old copies to overtake
             self._on_connect()
@@ -228,11 +232,27 @@ class Forwarder:
                     self._woken = True
                     self._cond.notify_all()
 
+    def _on_dropped(self, message: Message) -> None:
+        # The broker ends the session whenever this row is sent (see
+        # MqttClient.on_dropped): it must leave the outbox, or the next reset
+        # would send it again. Called in on_connect, before this session's reset.
+        with self._cond:
+            entry = self._sent.pop(id(message), None)
+            if entry is not None:
+                pos, epoch, _ = entry
+                self._unpublishable.append(pos)
+                self._skip.add(pos)
+                if epoch == self._epoch:
+                    self._in_flight -= 1  # as if acknowledged: it will never be
+
     def _hand_over_acks(self) -> None:
         with self._cond:
             acked, self._acked = self._acked, []
+            dropped, self._unpublishable = self._unpublishable, []
         if acked:
             self._outbox.delivered(acked)
+        for pos in dropped:
+            self._outbox.drop(pos, "unpublishable")
 
     # --- the thread -----------------------------------------------------------------
 
@@ -326,6 +346,8 @@ class Forwarder:
         self._cursor = rows[-1].pos
         now, batch = self._outbox.clock(), list[tuple[int, Message]]()
         for row in rows:
+            if row.pos in self._skip:
+                continue
             age = now - row.born
             budget = self._outbox.max_age_s - age
             if row.expiry_s is not None:

@@ -8,10 +8,35 @@ and labels are re-published), and :meth:`MqttClient.stop` publishes
 ``stopped`` and disconnects cleanly, which suppresses the Will.
 
 An unreachable broker is never fatal: :meth:`MqttClient.start` returns at
-once and paho keeps retrying with capped exponential backoff. A broker that
-*answers but refuses* (bad credentials, client id rejected) is logged once per
-burst with the broker's reason and retried slowly, because it needs an
-operator, not a faster retry.
+once and the session keeps retrying (:mod:`edged.publish.reconnect`: capped
+exponential backoff for full connects, and a cheap TCP probe every 0.5 s
+while the broker is unreachable, so delivery resumes within about a second of
+its return). A broker that *answers but refuses* (bad credentials, client id
+rejected) is logged once per burst with the broker's reason and retried
+slowly, because it needs an operator, not a faster retry.
+
+Topics: every topic is checked with :func:`~edged.publish.topics.check_topic`
+before it is handed to paho; a broker drops the connection over a topic it
+cannot take, and paho would re-send that message after every reconnect.
+
+Unpublishable messages: should the broker still end the session right after
+(re)connecting, every time, with the same message at the head of the unacked
+ones (a payload over its packet size limit, a topic within our limits but
+over its own), that message is dropped after :data:`POISON_STRIKES` such
+sessions, all its copies with it, counted and logged once per burst, and
+reported to :meth:`MqttClient.on_dropped` (the outbox then drops its row):
+one message must never cut a device off.
+
+Duplicate client ids: a broker ends the session of a client when another one
+connects with the same client id (two devices cloned from one SD card share
+their host name, hence ``device_id`` and client id). Both then reconnect and
+knock each other off. MQTT 5 brokers may say so (reason 142, "Session taken
+over"); mosquitto just closes the socket. Either that reason or
+:data:`TAKEOVER_SESSIONS` sessions in a row that the broker closed within
+seconds of accepting them *while it kept accepting connections* (a TCP probe
+right after each close: a broker that stops or restarts closes its port
+first) log ``mqtt.duplicate_client_id`` (an error, once per burst) naming the
+client id and the fix, and :attr:`MqttClient.problem` says so.
 
 Threading: :meth:`publish` / :meth:`send` may be called from any thread
 (paho's publish is thread-safe). Hooks and callbacks run on paho's network
@@ -38,9 +63,10 @@ import socket
 import ssl
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any, cast
+from typing import Any
 
 import paho.mqtt.client as paho
 import structlog
@@ -51,8 +77,9 @@ from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edged.errors import PublishError
-from edged.publish.payloads import Message
-from edged.publish.topics import Topics
+from edged.publish.payloads import Message, MqttState
+from edged.publish.reconnect import SHORT_SESSION_S, Backoff
+from edged.publish.topics import Topics, check_topic
 from edged.sched import lower_this_thread
 from edged.settings import MqttSettings
 
@@ -63,6 +90,21 @@ STOPPED = b"stopped"
 OFFLINE = b"offline"
 
 _EXPIRY_CACHE = 256  # distinct Message Expiry values kept as shared Properties
+_TOPIC_CACHE = 1024  # distinct topics remembered as valid (results use a handful)
+#: Short sessions in a row, ended by the broker with the same message at the
+#: head of the unacknowledged ones, before that message is dropped.
+POISON_STRIKES = 3
+#: Short sessions in a row, ended by the broker closing the connection, that
+#: make a duplicate client id the likely cause (reason 142 says so at once).
+TAKEOVER_SESSIONS = 3
+#: A burst of drops or takeovers ends after this long without one (log once per burst).
+_BURST_QUIET_S = 60.0
+_SESSION_TAKEN_OVER = 142
+_DUPLICATE_HINT = (
+    "another client connects with the same client id and takes the session over, "
+    "e.g. a device cloned from the same SD card: give each device a unique device_id "
+    "(default: the host name) or set mqtt.client_id"
+)
 _AUTH_HINT = "check mqtt.username and the password file (or credential 'mqtt_password')"
 _HINTS = {
     "Not authorized": _AUTH_HINT,
@@ -110,6 +152,24 @@ class RequestProperties:
 MessageCallback = Callable[[str, bytes, RequestProperties], None]
 
 
+class _Client(paho.Client):
+    """paho's client with the wait before each reconnect attempt delegated to ``wait``.
+
+    paho's own wait is a capped exponential backoff that nothing can cut
+    short; :class:`~edged.publish.reconnect.Backoff` probes the broker while
+    it waits. ``_reconnect_wait`` is paho's (2.x) single place for that wait,
+    called on its network thread with no lock held.
+    """
+
+    wait: Callable[[], None] | None = None
+
+    def _reconnect_wait(self) -> None:
+        if self.wait is None:
+            super()._reconnect_wait()
+        else:
+            self.wait()
+
+
 def check_filter(topic_filter: str) -> str:
     """Return ``topic_filter`` if it is a valid MQTT subscription filter, else raise ValueError."""
     levels = topic_filter.split("/")
@@ -121,6 +181,13 @@ def check_filter(topic_filter: str) -> str:
         if level == "#" and i != len(levels) - 1:
             raise ValueError(f"topic filter {topic_filter!r}: '#' must be the last level")
     return topic_filter
+
+
+def show_topic(topic: str, limit: int = 80) -> str:
+    """``topic`` for a log line or an error: repr, cut to ``limit`` characters with its length."""
+    if len(topic) <= limit:
+        return repr(topic)
+    return f"{topic[:limit]!r}… ({len(topic)} characters)"
 
 
 def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
@@ -159,7 +226,19 @@ class MqttClient:
         self._max_s = max(settings.reconnect_max_s, settings.reconnect_min_s)
         # A refusal is retried slowly: ten first-delays, at most the cap.
         self._refused_s = min(self._max_s, 10 * self._min_s)
+        self._backoff = Backoff(
+            settings.host,
+            settings.port,
+            min_s=self._min_s,
+            max_s=self._max_s,
+            refused_s=self._refused_s,
+        )
+        self._stop_wait = threading.Event()
         self._log = log.bind(host=settings.host, port=settings.port, client_id=self.client_id)
+        self._max_levels, self._max_bytes = settings.max_topic_levels, settings.max_topic_bytes
+        self._valid_topics: set[str] = set()
+        for topic in (self.topics.availability, self.topics.state, self.topics.stats):
+            self.check_topic(topic)
 
         self._connected = threading.Event()
         self._stopping = False
@@ -169,11 +248,25 @@ class MqttClient:
         self._refusal: str | None = None
         self._refusals = 0
         self._failure: str | None = None
-        self._slow = False  # reconnect delays currently slowed by a refusal
+        # Sessions: when the current one began, and the run of short ones the
+        # broker ended (for unpublishable messages and duplicate client ids).
+        self._session_at = 0.0
+        self._closed_short = 0  # short sessions in a row ended by a closed connection
+        self._suspect: int | None = None  # mid at the head of the unacked at each short end
+        self._strikes = 0
+        self._takeover_at: float | None = None  # last takeover seen (burst open while recent)
+        self._dropped_at: float | None = None  # last unpublishable message dropped
+        #: Messages dropped as unpublishable (all copies counted).
+        self.dropped = 0
+        #: Sessions taken over by another client with our client id.
+        self.takeovers = 0
+        #: Sessions the broker ended (not by us), and connects made.
+        self.disconnects = 0
 
         self._connect_hooks: list[Callable[[], None]] = []
         self._published_hooks: list[Callable[[int], None]] = []
         self._delivered_hooks: list[Callable[[Message], None]] = []
+        self._dropped_hooks: list[Callable[[Message], None]] = []
         # topic filter -> qos; re-subscribed on every connect (see _on_connect).
         self._subscriptions: dict[str, int] = {}
         # mid -> (qos, Message from send() or None) until acknowledged; see _handed_over.
@@ -190,12 +283,9 @@ class MqttClient:
     def _build(self, password: str | None, max_inflight: int) -> paho.Client:
         s = self.settings
         protocol = MQTTProtocolVersion.MQTTv5 if self._v5 else MQTTProtocolVersion.MQTTv311
-        client = paho.Client(
-            CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol
-        )
+        client = _Client(CallbackAPIVersion.VERSION2, client_id=self.client_id, protocol=protocol)
         client.max_inflight_messages_set(max_inflight)
-        # paho annotates the delays as int but sleeps float seconds.
-        client.reconnect_delay_set(cast(int, self._min_s), cast(int, self._max_s))
+        client.wait = self._wait_to_reconnect
         client.will_set(self.topics.availability, OFFLINE, qos=1, retain=True)
         if s.username:
             client.username_pw_set(s.username, password)
@@ -248,6 +338,14 @@ class MqttClient:
         :meth:`send`'s return.
         """
         self._delivered_hooks.append(callback)
+
+    def on_dropped(self, callback: Callable[[Message], None]) -> None:
+        """Call ``callback(message)`` for every :meth:`send` message dropped as unpublishable.
+
+        It will never be acknowledged: the broker ended the session each
+        time it was (re)sent (see the module docstring). Runs on paho's thread.
+        """
+        self._dropped_hooks.append(callback)
 
     def subscribe(self, topic_filter: str, callback: MessageCallback, qos: int = 1) -> None:
         """Deliver every message matching ``topic_filter`` to ``callback``, across reconnects.
@@ -320,6 +418,54 @@ class MqttClient:
         return self._connected.wait(timeout)
 
     @property
+    def problem(self) -> str | None:
+        """What keeps the session from being healthy, for ``state``; None when nothing."""
+        now = time.monotonic()
+        if self._takeover_at is not None and now - self._takeover_at < _BURST_QUIET_S:
+            return f"duplicate client id {self.client_id!r}: {_DUPLICATE_HINT}"
+        if self._dropped_at is not None and now - self._dropped_at < _BURST_QUIET_S:
+            return f"{self.dropped} unpublishable message(s) dropped; see mqtt.unpublishable"
+        return None
+
+    def state(self) -> MqttState:
+        """The ``mqtt`` section of ``state``: down, up, or degraded while :attr:`problem` says why."""
+        problem = self.problem
+        return MqttState(
+            # The problem first: in a takeover storm the session is down half the time.
+            status="degraded" if problem else "up" if self.connected else "down",
+            problem=problem,
+            dropped=self.dropped,
+            takeovers=self.takeovers,
+        )
+
+    def stats(self) -> dict[str, Any]:
+        """The ``mqtt`` section of ``stats``: session health, drops, takeovers, the problem."""
+        return {
+            "connected": self.connected,
+            "disconnects": self.disconnects,
+            "dropped_unpublishable": self.dropped,
+            "takeovers": self.takeovers,
+            "problem": self.problem,
+        }
+
+    def check_topic(self, topic: str) -> str:
+        """Return ``topic`` if it may be published to, else raise :class:`PublishError`.
+
+        :func:`~edged.publish.topics.check_topic` with the configured
+        ``max_topic_levels`` and ``max_topic_bytes``.
+        """
+        if topic in self._valid_topics:
+            return topic
+        try:
+            check_topic(topic, max_levels=self._max_levels, max_bytes=self._max_bytes)
+        except ValueError as exc:
+            raise PublishError(f"cannot publish to {show_topic(topic)}: the topic {exc}") from None
+        if len(self._valid_topics) >= _TOPIC_CACHE:
+            self._valid_topics.clear()
+        self._valid_topics.add(topic)
+        return topic
+
+    @property
     def pending(self) -> int:
         """Messages handed to this client and not yet acknowledged."""
         with self._track_lock:
@@ -334,6 +480,7 @@ class MqttClient:
         if not self._started or self._stopping:
             return
         self._stopping = True
+        self._stop_wait.set()
         acked = False
         if self.connected:
             info = self._publish(
@@ -402,6 +549,7 @@ class MqttClient:
     ) -> paho.MQTTMessageInfo:
         if qos not in (0, 1, 2):
             raise PublishError(f"cannot publish to {topic!r}: qos must be 0, 1 or 2, not {qos!r}")
+        self.check_topic(topic)
         props: Properties | None = None
         if self._v5 and correlation_data is not None:
             props = Properties(PacketTypes.PUBLISH)  # type: ignore[no-untyped-call]
@@ -499,7 +647,11 @@ class MqttClient:
         if reason_code.is_failure:
             self._refused(str(reason_code))
             return
-        self._set_slow(False)
+        self._session_at = time.monotonic()
+        if self._strikes >= POISON_STRIKES and self._suspect is not None:
+            # Before paho re-sends its unacknowledged messages (right after
+            # this callback): the suspect must not go out again.
+            self._call(self._drop_unpublishable, self._suspect)  # never raise into paho
         extra = {"after_refusals": self._refusals} if self._refusals else {}
         self._log.info(
             "mqtt.connected",
@@ -524,10 +676,10 @@ class MqttClient:
         self._connected.clear()
         self._refusals += 1
         self._failure = None
+        self._backoff.refused()
         if reason != self._refusal:
             # First refusal of a burst: say it clearly, once, and slow down.
             self._refusal = reason
-            self._set_slow(True)
             self._log.warning(
                 "mqtt.refused",
                 reason=reason,
@@ -552,7 +704,7 @@ class MqttClient:
         self._network_thread_started()
         error = f"{type(exc).__name__}: {exc}" if exc is not None else "connection failed"
         self._refusal = None
-        self._set_slow(False)
+        self._backoff.connect_failed(exc)
         if error != self._failure:
             self._failure = error
             self._log.warning(
@@ -564,18 +716,9 @@ class MqttClient:
         else:
             self._log.debug("mqtt.connect_failed", error=error)
 
-    def _set_slow(self, slow: bool) -> None:
-        """Switch paho's reconnect delays between the refused and the network-error regime.
-
-        ``reconnect_delay_set`` restarts the backoff at its minimum, so it is
-        called only on a change of regime, never on every attempt.
-        """
-        if slow == self._slow:
-            return
-        self._slow = slow
-        first = self._refused_s if slow else self._min_s
-        # paho annotates the delays as int but sleeps float seconds.
-        self._client.reconnect_delay_set(cast(int, first), cast(int, self._max_s))
+    def _wait_to_reconnect(self) -> None:
+        """paho's wait before each reconnect attempt (its network thread, no lock held)."""
+        self._backoff.wait(self._stop_wait)
 
     def _on_disconnect(
         self,
@@ -592,15 +735,117 @@ class MqttClient:
             # and never acknowledged; QoS 1/2 messages are re-sent.
             for mid in [m for m, (qos, _) in self._tracked.items() if qos == 0]:
                 del self._tracked[mid]
+            head = next(iter(self._tracked), None)  # the oldest unacknowledged message
         if self._stopping:
             self._log.debug("mqtt.disconnected", reason=str(reason_code))
-        elif was_connected:
-            self._log.warning(
-                "mqtt.disconnected",
-                reason=str(reason_code),
-                by_broker=flags.is_disconnect_packet_from_server,
-                unacked=self.pending,
+            return
+        if not was_connected:
+            return  # paho reports some ends twice; the first one counted
+        lasted = time.monotonic() - self._session_at
+        self.disconnects += 1
+        self._backoff.session_ended(lasted)
+        packet = flags.is_disconnect_packet_from_server
+        self._call(self._session_ended, lasted, reason_code, packet, head)  # never raise into paho
+        storm = self._closed_short > 1 or self._strikes > 1
+        # In a storm of short sessions the patterns below are what to log.
+        (self._log.debug if storm else self._log.warning)(
+            "mqtt.disconnected",
+            reason=str(reason_code),
+            by_broker=packet,
+            unacked=self.pending,
+            session_s=round(lasted, 2),
+        )
+
+    def _session_ended(
+        self, lasted: float, reason: ReasonCode, packet: bool, head: int | None
+    ) -> None:
+        """Look for an unpublishable message and for a duplicate client id.
+
+        A session that ends with a message still unacknowledged at the head
+        ended within a round trip of paho re-sending it (re-sends start with
+        the oldest, right after the CONNACK): on a working link its PUBACK
+        would have come. The same head at every such end is a message the
+        broker refuses.
+        """
+        short = lasted < SHORT_SESSION_S
+        taken_over = packet and reason.value == _SESSION_TAKEN_OVER
+        if short and head is not None and not taken_over:
+            self._strikes = self._strikes + 1 if head == self._suspect else 1
+            self._suspect = head
+        else:
+            self._suspect, self._strikes = None, 0
+        # mosquitto ends a taken-over session by closing the socket, no reason
+        # given (paho may not even read a DISCONNECT before the close). A broker
+        # that stops closes its port before (or as) it closes its clients: a
+        # probe that is accepted right after the close means it is still serving.
+        kicked = short and not taken_over and self._backoff.probe()
+        self._closed_short = self._closed_short + 1 if kicked else 0
+        if taken_over:
+            self._took_over("the broker said so: reason 142, session taken over")
+        elif self._closed_short >= TAKEOVER_SESSIONS and self._strikes < 2:
+            self._took_over(
+                f"likely: {self._closed_short} sessions in a row closed within "
+                f"{SHORT_SESSION_S:g} s of connecting by a broker that kept accepting connections"
             )
+
+    def _took_over(self, cause: str) -> None:
+        """Another client with our client id took the session: log once per burst."""
+        self.takeovers += 1
+        now = time.monotonic()
+        new_burst = self._takeover_at is None or now - self._takeover_at >= _BURST_QUIET_S
+        self._takeover_at = now
+        if new_burst:
+            self._log.error(
+                "mqtt.duplicate_client_id",
+                error=f"the broker keeps ending the session of client id {self.client_id!r}",
+                cause=cause,
+                hint=_DUPLICATE_HINT,
+            )
+        else:
+            self._log.debug("mqtt.duplicate_client_id", takeovers=self.takeovers)
+
+    def _drop_unpublishable(self, mid: int) -> None:
+        """Drop message ``mid`` and every copy of it from paho's session and from tracking.
+
+        Called from :meth:`_on_connect`, before paho re-sends what is
+        unacknowledged: paho has just reset every message to "to be sent"
+        (none counts as in flight), so removing entries is safe. Copies are
+        the same topic and payload (the outbox re-sends its rows as new
+        messages after each reconnect).
+        """
+        self._suspect, self._strikes = None, 0
+        client = self._client
+        with client._out_message_mutex:
+            found = client._out_messages.get(mid)
+            if found is None:
+                return  # acknowledged after all
+            topic, payload = found.topic, found.payload
+            victims = [
+                m
+                for m, msg in client._out_messages.items()
+                if msg.qos > 0 and msg.payload == payload and msg.topic == topic
+            ]
+            for m in victims:
+                del client._out_messages[m]
+        with self._track_lock:
+            dropped = [self._tracked.pop(m, (1, None))[1] for m in victims]
+        self.dropped += len(victims)
+        now = time.monotonic()
+        new_burst = self._dropped_at is None or now - self._dropped_at >= _BURST_QUIET_S
+        self._dropped_at = now
+        (self._log.error if new_burst else self._log.debug)(
+            "mqtt.unpublishable",
+            topic=show_topic(topic),
+            payload_bytes=len(payload),
+            copies=len(victims),
+            dropped_total=self.dropped,
+            error=f"the broker ended the session {POISON_STRIKES} times in a row right after "
+            "this message was sent; it is dropped so that the rest can flow",
+        )
+        for message in dropped:
+            if message is not None:
+                for hook in self._dropped_hooks:
+                    self._call(hook, message)
 
     def _call(self, hook: Callable[..., None], *args: object) -> None:
         # An exception escaping a callback would end paho's network thread,

@@ -513,6 +513,19 @@ class OutboxState(_Payload):
     )
 
 
+class MqttState(_Payload):
+    """The broker session, for what the broker cannot tell anyone itself."""
+
+    status: Literal["up", "degraded", "down"]
+    problem: str | None = Field(
+        None, description="Why degraded: a duplicate client id, unpublishable messages dropped."
+    )
+    dropped: int = Field(0, ge=0, description="Messages dropped as unpublishable since start.")
+    takeovers: int = Field(
+        0, ge=0, description="Sessions taken over by a client with the same client id."
+    )
+
+
 class State(_Payload):
     """Retained payload of ``<prefix>/<dev>/state``; re-published on every (re)connect."""
 
@@ -529,6 +542,7 @@ class State(_Payload):
     models: dict[str, ModelState] = Field(default_factory=dict)
     link: LinkState = Field(default_factory=lambda: LinkState(status="disabled"))
     outbox: OutboxState = Field(default_factory=OutboxState)
+    mqtt: MqttState = Field(default_factory=lambda: MqttState(status="up"))
 
 
 # --- bytes on the wire ---------------------------------------------------------

@@ -9,6 +9,7 @@ into a wildcard.
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
@@ -22,6 +23,64 @@ RESULT_KINDS: Final[frozenset[str]] = frozenset(get_args(ResultKind))
 # ``models``: a pipeline called "cmd" would publish ``…/cmd/detections``, which
 # the daemon's own ``…/cmd/+`` subscription would receive as a command.
 _RESERVED: Final[frozenset[str]] = frozenset({"cmd", "models"})
+
+#: The MQTT limit on a topic name: a length-prefixed UTF-8 string (MQTT 5 §1.5.4).
+MAX_TOPIC_BYTES: Final = 65535
+#: Defaults of ``mqtt.max_topic_levels`` / ``mqtt.max_topic_bytes``: far above any
+#: topic edged builds (at most 5 levels, a few hundred bytes) and below what
+#: common brokers accept (mosquitto: 201 levels; EMQX: 128 levels by default).
+DEFAULT_MAX_LEVELS: Final = 32
+DEFAULT_MAX_BYTES: Final = 1024
+
+# What brokers refuse inside a topic name by dropping the connection (mosquitto
+# checks every UTF-8 string this way): NUL and other C0/C1 control characters,
+# lone surrogates (not encodable as UTF-8) and the Unicode non-characters.
+_NONCHARACTERS = "".join(chr(plane << 16 | low) for plane in range(17) for low in (0xFFFE, 0xFFFF))
+_BAD_CHAR = re.compile(f"[\\x00-\\x1f\\x7f-\\x9f\\ud800-\\udfff\\ufdd0-\\ufdef{_NONCHARACTERS}]")
+_WILDCARD = re.compile("[+#]")
+
+
+def check_topic(
+    topic: str, *, max_levels: int = DEFAULT_MAX_LEVELS, max_bytes: int = DEFAULT_MAX_BYTES
+) -> str:
+    """Return ``topic`` if a broker will accept a PUBLISH to it, else raise ValueError naming why.
+
+    One rule for every topic edged publishes to (its own, the ones built from
+    configuration and the response topics that clients ask for): a topic a
+    broker refuses makes it drop the connection, and paho would re-send that
+    QoS 1 message after every reconnect, so it must never be handed over.
+    Refused: empty topics and empty levels, ``+`` and ``#`` (wildcards are
+    for subscriptions), a leading ``$`` (broker topics such as ``$SYS``), NUL,
+    control characters, surrogates and Unicode non-characters, more than
+    ``max_levels`` levels, more than ``max_bytes`` bytes of UTF-8 (never more
+    than the protocol's 65,535).
+    """
+    if not topic:
+        raise ValueError("is empty")
+    bad = _BAD_CHAR.search(topic)
+    if bad is not None:
+        raise ValueError(
+            f"contains the character U+{ord(bad.group()):04X} at offset {bad.start()} "
+            "(NUL, control characters, surrogates and non-characters are refused)"
+        )
+    wildcard = _WILDCARD.search(topic)
+    if wildcard is not None:
+        raise ValueError(
+            f"contains the wildcard {wildcard.group()!r} at offset {wildcard.start()} "
+            "(wildcards are for subscriptions, never for a topic published to)"
+        )
+    if topic.startswith("$"):
+        raise ValueError("starts with '$' (reserved for the broker's own topics, e.g. $SYS)")
+    size = len(topic.encode())
+    limit = min(max_bytes, MAX_TOPIC_BYTES)
+    if size > limit:
+        raise ValueError(f"is {size} bytes long; at most {limit} are allowed")
+    levels = topic.count("/") + 1
+    if levels > max_levels:
+        raise ValueError(f"has {levels} levels; at most {max_levels} are allowed")
+    if "//" in topic or topic.startswith("/") or topic.endswith("/"):
+        raise ValueError("has an empty level")
+    return topic
 
 
 def _segment(what: str, value: str) -> str:

@@ -77,6 +77,9 @@ def test_metrics_have_plausible_values(metrics_app: tuple[App, int], broker: Run
     assert m[("edged_source_up", (("kind", "images"), ("source", "cam0")))] == 1
     assert 0 < m[("edged_source_fps", (("source", "cam0"),))] <= 12
     assert m[("edged_mqtt_connected", ())] == 1
+    assert m[("edged_mqtt_disconnects_total", ())] == 0
+    assert m[("edged_mqtt_unpublishable_total", ())] == 0
+    assert m[("edged_mqtt_takeovers_total", ())] == 0
     assert m[("edged_outbox_depth", ())] >= 0
     assert m[("edged_outbox_evicted_total", (("reason", "size"),))] == 0
     assert m[("edged_outbox_degraded", ())] == 0
