@@ -36,17 +36,18 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-import structlog
-
 from edged.errors import ModelError
-
-log = structlog.get_logger(__name__)
 
 #: Every value ``[[pipelines]] accelerator`` takes (``openvino`` may carry a device type).
 NAMES = ("auto", "cpu", "cuda", "tensorrt", "openvino", "xnnpack", "edgetpu")
 
-#: ``openvino:GPU``, ``openvino:NPU``, ``openvino:AUTO:GPU,CPU``: OpenVINO's device_type strings.
-_PATTERN = re.compile(r"^(?:auto|cpu|cuda|tensorrt|xnnpack|edgetpu|openvino(?::[A-Z0-9_.,:]+)?)$")
+#: ``openvino:GPU``, ``openvino:GPU.1``, ``openvino:NPU``, ``openvino:AUTO:GPU,CPU``:
+#: OpenVINO's device_type strings (ORT ignores a device it does not know, so
+#: only these forms are accepted).
+_PATTERN = re.compile(
+    r"^(?:auto|cpu|cuda|tensorrt|xnnpack|edgetpu|"
+    r"openvino(?::(?:CPU|GPU(?:\.\d+)?|NPU|(?:AUTO|HETERO|MULTI):[A-Z0-9.,]+))?)$"
+)
 
 #: Per runtime, the accelerators it can use, best first (the order ``auto`` tries).
 BY_RUNTIME: dict[str, tuple[str, ...]] = {
@@ -186,6 +187,12 @@ def candidates(runtime: str, requested: str, path: Path) -> list[Choice]:
 
 def chosen(runtime: str, requested: str, got: str, path: Path, tried: list[str]) -> None:
     """Log the accelerator a model got; warn once per runtime when ``auto`` fell back to the CPU."""
+    # Imported here: the runtime modules import this one, and they must keep
+    # importing in a bare runtime venv (tflite-runtime + numpy only, as old
+    # device images and tests/infer/test_tflite_legacy.py have).
+    import structlog  # noqa: PLC0415
+
+    log = structlog.get_logger(__name__)
     log.info(
         "infer.accelerator_chosen",
         model=path.name,

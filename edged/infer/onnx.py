@@ -111,8 +111,9 @@ class OnnxModel:
             # (CUDA/TensorRT without their shared objects): a model asked to run
             # on a GPU must not run on the CPU unnoticed.
             raise AcceleratorError(
-                f"{path.name}: onnxruntime did not enable the {PROVIDERS[choice.name]} "
-                f"(session providers: {got}); " + describe_available("onnxruntime"),
+                f"{path.name}: the {PROVIDERS[choice.name]} ({choice.label}) failed at session "
+                f"creation and onnxruntime fell back to {got} (its log above says why); "
+                + describe_available("onnxruntime"),
                 available("onnxruntime"),
             )
         self.inputs = tuple(_spec(a) for a in self._session.get_inputs())
