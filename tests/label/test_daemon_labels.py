@@ -68,6 +68,7 @@ def test_labels_at_start_and_after_a_model_change(
 
     cfg = config(tmp_path, models, media_dir, broker, pose=True)
     sub = broker.subscriber(LABELS)
+    states = broker.subscriber("edged/testdev/state")
     with Daemon(cfg) as daemon:
         ssd = json.loads(sub.wait_for(matching(topic("ssd-mobilenet-v1-coco-int8")), 30).payload)
         pose = json.loads(sub.wait_for(matching(topic("movenet-lightning-int8")), 5).payload)
@@ -83,6 +84,14 @@ def test_labels_at_start_and_after_a_model_change(
         assert (pose["quantization"], pose["size_bytes"]) == ("int8", 2894840)
         assert pose["runtime"].startswith("ai-edge-litert")
         assert pose["accelerator"] == "xnnpack"
+        # state names where each loaded model runs.
+        state = json.loads(
+            states.wait_for(lambda m: bool(json.loads(m.payload).get("models")), 10).payload
+        )
+        assert {n: m["accelerator"] for n, m in state["models"].items()} == {
+            "ssd-mobilenet-v1-coco-int8": "xnnpack",
+            "movenet-lightning-int8": "xnnpack",
+        }
         assert pose["latency_ms"] is None
 
         # A late subscriber gets both from the broker: they are retained.
