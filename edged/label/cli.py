@@ -284,6 +284,17 @@ def cmd_bench(args: argparse.Namespace, loader: Loader) -> int:
         print("name a model or give --all", file=sys.stderr)
         return EX_USAGE
     if args.accelerator != "auto":
+        if args.all:
+            # --all --accelerator xnnpack: the models whose runtime has it (LiteRT's), not an
+            # error for the ONNX ones.
+            from edged.infer.accel import BY_RUNTIME, parse  # noqa: PLC0415
+
+            base = parse(args.accelerator).name
+            skipped = [e.name for e in entries if base not in BY_RUNTIME.get(e.runtime, ())]
+            if skipped:
+                print(f"not on {args.accelerator} (another runtime's accelerator): "
+                      + ", ".join(skipped), file=sys.stderr)  # fmt: skip
+            entries = [e for e in entries if e.name not in skipped]
         for e in entries:
             _check_accelerator(settings, e, args.accelerator)
     labels = [
