@@ -133,7 +133,7 @@ class App:
 
     def _register_models(self) -> None:
         for name, (resolved, model) in self.graph.models.items():
-            self.results.register_model(name, resolved, model.runtime)
+            self.results.register_model(name, resolved, model.runtime, model.accelerator)
         # Start and every reload: each loaded model's label, retained (DESIGN §5).
         self.results.publish_labels(self.settings.models.dir)
 

@@ -27,6 +27,7 @@ from edged.catalog.catalog import Catalog
 from edged.catalog.labels import unknown_label
 from edged.catalog.resolve import ResolvedModel, resolve
 from edged.errors import EdgedError
+from edged.infer.accel import AcceleratorError, cache_dir
 from edged.infer.base import Model
 from edged.infer.registry import load_model
 from edged.settings import PipelineSettings, Settings, read_secret
@@ -80,7 +81,16 @@ def _check_pipeline(
         return
     _check_labels(key, p, resolved, out)
     try:
-        model = load_model(resolved.path, runtime=resolved.runtime, threads=p.threads)
+        model = load_model(
+            resolved.path,
+            runtime=resolved.runtime,
+            threads=p.threads,
+            accelerator=p.accelerator,
+            cache_dir=cache_dir(settings.models.dir),
+        )
+    except AcceleratorError as exc:  # absent or failing: the key to change, and what is here
+        out.problems.append((f"{key}.accelerator", str(exc)))
+        return
     except EdgedError as exc:
         out.problems.append((f"{key}.model", str(exc)))
         return

@@ -104,16 +104,20 @@ class ResultPublisher:
         # Object events still open, by (pipeline, track id).
         self._events: dict[tuple[str, int], _OpenEvent] = {}
         self._runtimes: dict[str, str] = {}
+        self._accelerators: dict[str, str] = {}  # model name → the accelerator it runs on
         self._labelled: set[str] = set()  # models whose label is retained on the broker
         self._cpu_mark: tuple[float, float] = (0.0, time.monotonic())
         #: Extra top-level sections of ``stats`` (e.g. ``offload``), each built by its owner.
         self.stats_sections: dict[str, Callable[[], dict[str, Any]]] = {}
 
-    def register_model(self, pipeline: str, resolved: ResolvedModel, runtime: str) -> None:
-        """Remember which model a pipeline runs (for payloads and ``state``)."""
+    def register_model(
+        self, pipeline: str, resolved: ResolvedModel, runtime: str, accelerator: str = "cpu"
+    ) -> None:
+        """Remember which model a pipeline runs, and where (for payloads, labels and ``state``)."""
         self._models[pipeline] = resolved
         self._refs[pipeline] = ModelRef(name=resolved.name, sha256=resolved.sha256)
         self._runtimes[resolved.name] = runtime
+        self._accelerators[resolved.name] = accelerator
 
     def publish_result(self, pipeline: str, frame: Frame, result: VisionResult) -> str:
         """Build the payload of one vision result and hand it to the sink; returns its ``id``."""
@@ -201,7 +205,9 @@ class ResultPublisher:
             self._mqtt.send(Message(self.topics.label(name), b"", qos=1, retain=True))
         for name, resolved in sorted(current.items()):
             try:
-                payload = published_label(resolved, self._runtimes[name], models_dir)
+                payload = published_label(
+                    resolved, self._runtimes[name], models_dir, self._accelerators[name]
+                )
             except (EdgedError, OSError) as exc:  # a label must never stop the daemon
                 log.warning("label_not_published", model=name, error=str(exc))
                 continue
@@ -213,10 +219,15 @@ class ResultPublisher:
         self._models.clear()
         self._refs.clear()
         self._runtimes.clear()
+        self._accelerators.clear()
 
     def model_summary(self) -> dict[str, ModelState]:
         return {
-            r.name: ModelState(sha256=r.sha256, runtime=self._runtimes[r.name])
+            r.name: ModelState(
+                sha256=r.sha256,
+                runtime=self._runtimes[r.name],
+                accelerator=self._accelerators[r.name],
+            )
             for r in self._models.values()
         }
 
@@ -248,7 +259,10 @@ class ResultPublisher:
             "ts": iso_utc(time.time()),
             "device": self._settings.device_id,
             "uptime_s": round(now - started_mono, 1),
-            "pipelines": {n: vars_of(p.stats()) for n, p in graph.pipelines.items()},
+            "pipelines": {
+                n: vars_of(p.stats()) | _accelerator_of(graph, n)
+                for n, p in graph.pipelines.items()
+            },
             "sources": {n: {"state": v.state, "fps": v.fps} for n, v in graph.sources().items()},
             "cpu_percent": round(100 * (cpu_s - last_cpu) / (now - last_t), 1)
             if now > last_t
@@ -262,6 +276,12 @@ class ResultPublisher:
         for key, section in self.stats_sections.items():
             doc[key] = section()
         return doc
+
+
+def _accelerator_of(graph: Graph, pipeline: str) -> dict[str, str]:
+    """``{"accelerator": ...}`` of the model a pipeline runs (stats name it per pipeline)."""
+    loaded = graph.models.get(pipeline)
+    return {} if loaded is None else {"accelerator": loaded[1].accelerator}
 
 
 def vars_of(obj: Any) -> dict[str, Any]:

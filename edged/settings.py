@@ -34,6 +34,7 @@ from pydantic_settings import (
 )
 
 from edged.errors import ConfigError
+from edged.infer import accel
 
 DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
 
@@ -293,6 +294,15 @@ class PipelineSettings(_Section):
             "for it, not beside its inference."
         ),
     )
+    accelerator: str = Field(
+        "auto",
+        description=(
+            "Where the model runs: auto, cpu, cuda, tensorrt, openvino (or openvino:GPU, "
+            "openvino:NPU, ...), xnnpack, edgetpu. auto picks the best one installed and "
+            "falls back to the CPU with a warning; an explicit one that is absent or fails "
+            "to start is a configuration error. See docs/nutrition-labels.md."
+        ),
+    )
     motion_gate: bool = Field(False, description="Skip frames without motion.")
     motion_area: float = Field(
         0.005,
@@ -318,6 +328,13 @@ class PipelineSettings(_Section):
     @classmethod
     def _name_ok(cls, v: str) -> str:
         return check_segment(v)
+
+    @field_validator("accelerator")
+    @classmethod
+    def _accelerator_ok(cls, v: str) -> str:
+        if not accel.valid(v):
+            raise ValueError(f"unknown accelerator {v!r}; one of: {', '.join(accel.NAMES)}")
+        return v
 
     @model_validator(mode="after")
     def _offload_task_ok(self) -> PipelineSettings:

@@ -47,6 +47,9 @@ class Model(Protocol):
 
     path: Path
     runtime: str  # e.g. "onnxruntime 1.23.2", "ai-edge-litert 2.3.0"
+    accelerator: (
+        str  # resolved, never "auto": "cpu", "xnnpack", "openvino", ... (edged.infer.accel)
+    )
     threads: int
     inputs: tuple[TensorSpec, ...]
     outputs: tuple[TensorSpec, ...]

@@ -8,6 +8,7 @@ only works with numpy < 2, so it is kept as a fallback for old images.
 from __future__ import annotations
 
 import importlib
+import sys
 from importlib import metadata
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.errors import ModelError, RuntimeUnavailableError
+from edged.infer.accel import EDGETPU_LIBRARY, AcceleratorError, describe_available, parse
 from edged.infer.base import TensorSpec
 from edged.infer.checks import check_inputs, read_header
 
@@ -58,21 +60,67 @@ def _spec(detail: dict[str, Any]) -> TensorSpec:
     )
 
 
+def _delegate_options(interpreter_cls: Any, accelerator: str, path: Path) -> dict[str, Any]:
+    """Interpreter keyword arguments that select ``accelerator``'s kernels."""
+    module = sys.modules[interpreter_cls.__module__]
+    resolver = getattr(module, "OpResolverType", None)
+    if accelerator == "xnnpack":
+        # AUTO is LiteRT's default: built-in kernels with XNNPACK applied on top.
+        return {} if resolver is None else {"experimental_op_resolver_type": resolver.AUTO}
+    if accelerator == "cpu":
+        if resolver is None:
+            raise AcceleratorError(
+                f"{path.name}: this TFLite runtime cannot turn XNNPACK off, so it has no plain "
+                "cpu path; use accelerator = 'xnnpack'",
+                ["xnnpack"],
+            )
+        return {"experimental_op_resolver_type": resolver.BUILTIN_WITHOUT_DEFAULT_DELEGATES}
+    if accelerator == "edgetpu":
+        try:
+            delegate = module.load_delegate(EDGETPU_LIBRARY)
+        except (ValueError, OSError, RuntimeError) as exc:
+            raise AcceleratorError(
+                f"{path.name}: the Edge TPU delegate ({EDGETPU_LIBRARY}) cannot be loaded: "
+                f"{exc}; is the Coral device plugged in? " + describe_available("litert"),
+                ["cpu", "xnnpack"],
+            ) from None
+        return {"experimental_delegates": [delegate]}
+    raise AcceleratorError(
+        f"{path.name}: {accelerator} is not a LiteRT accelerator (cpu, xnnpack, edgetpu)",
+        ["cpu", "xnnpack"],
+    )
+
+
 class LiteRTModel:
     """A ``.tflite`` model, loaded and warmed up once.
 
     Warm-up happens here, at start, never per frame: the first ``invoke``
     allocates tensors and builds the XNNPACK plan, which is 10-100x slower
     than a steady-state call and would otherwise land on the first result.
+
+    ``accelerator`` (resolved, never ``auto``): ``xnnpack`` is LiteRT's
+    default path, its XNNPACK delegate with ``threads`` threads; ``cpu`` is
+    the built-in kernels without default delegates (the reference a delegate's
+    accuracy is compared with); ``edgetpu`` loads Coral's delegate library.
     """
 
-    def __init__(self, path: Path, threads: int = 1) -> None:
+    def __init__(
+        self,
+        path: Path,
+        threads: int = 1,
+        *,
+        accelerator: str = "xnnpack",
+        cache_dir: Path | None = None,  # noqa: ARG002  (the Model factory's signature; LiteRT caches nothing)
+    ) -> None:
         read_header(path, b"TFL3", offset=4, kind="TFLite flatbuffer")
         interpreter_cls, self.runtime = find_interpreter()
         self.path = path
         self.threads = threads
+        choice = parse(accelerator)
+        self.accelerator = choice.label
+        kwargs = _delegate_options(interpreter_cls, choice.name, path)
         try:
-            self._it = interpreter_cls(model_path=str(path), num_threads=threads)
+            self._it = interpreter_cls(model_path=str(path), num_threads=threads, **kwargs)
         except (SystemError, ImportError, AttributeError) as exc:
             # tflite-runtime 2.14 imports fine next to numpy 2 but its C extension
             # fails here ("_ARRAY_API not found", surfacing as SystemError): the

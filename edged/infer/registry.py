@@ -11,8 +11,14 @@ from __future__ import annotations
 import importlib
 from pathlib import Path
 
+import structlog
+
 from edged.errors import ModelError, RuntimeUnavailableError
+from edged.infer import accel
+from edged.infer.accel import AcceleratorError
 from edged.infer.base import Model
+
+log = structlog.get_logger(__name__)
 
 #: runtime name → "module:class"
 RUNTIMES: dict[str, str] = {
@@ -39,13 +45,46 @@ def runtime_for(path: Path, runtime: str = "auto") -> str:
     return runtime
 
 
-def load_model(path: Path, *, runtime: str = "auto", threads: int = 1) -> Model:
-    """Load and warm up ``path`` with the chosen runtime."""
+def load_model(
+    path: Path,
+    *,
+    runtime: str = "auto",
+    threads: int = 1,
+    accelerator: str = "auto",
+    cache_dir: Path | None = None,
+) -> Model:
+    """Load and warm up ``path`` with the chosen runtime on the chosen accelerator.
+
+    This is the one factory of a Model for (file, runtime, accelerator): the
+    daemon's pipelines, ``edged check``, the bench and the cloud server all
+    load through it. An explicit ``accelerator`` that is absent or fails is an
+    :class:`AcceleratorError`; ``auto`` tries the available ones best first
+    and ends on the CPU (see :mod:`edged.infer.accel`). ``cache_dir`` keeps
+    compiled engines (TensorRT, OpenVINO) between starts.
+    """
     name = runtime_for(path, runtime)
     module_name, _, cls_name = RUNTIMES[name].partition(":")
     module = importlib.import_module(module_name)
-    model: Model = getattr(module, cls_name)(path, threads=threads)
-    return model
+    factory = getattr(module, cls_name)
+    failed: list[str] = []
+    choices = accel.candidates(name, accelerator, path)
+    for i, choice in enumerate(choices):
+        try:
+            model: Model = factory(
+                path, threads=threads, accelerator=choice.label, cache_dir=cache_dir
+            )
+        except AcceleratorError as exc:
+            if accelerator != "auto" or i == len(choices) - 1:
+                raise
+            # auto: a provider that is installed but does not work here (no GPU,
+            # no driver) is skipped, and the reason is kept for the log.
+            failed.append(f"{choice.label}: {exc}")
+            log.info("infer.accelerator_failed", model=path.name, accelerator=choice.label,
+                     error=str(exc))  # fmt: skip
+            continue
+        accel.chosen(name, accelerator, model.accelerator, path, failed)
+        return model
+    raise AcceleratorError(f"{path.name}: no accelerator of {name} works here", [])
 
 
 def runtime_versions() -> dict[str, str]:

@@ -18,7 +18,10 @@ The measurement, in order:
 6. peak RSS minus the baseline = peak memory.
 
 Latency is per input through preprocess + inference + decode, as a pipeline
-pays it; ``infer_p50`` is the model alone.
+pays it; ``infer_p50`` is the model alone. The model is loaded exactly as a
+pipeline loads it (:func:`edged.infer.registry.load_model`), on the requested
+accelerator (``auto`` resolves as in the daemon), and the label names the
+accelerator it ran on.
 """
 
 from __future__ import annotations
@@ -40,6 +43,7 @@ import numpy as np
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve_entry
 from edged.errors import EdgedError
+from edged.infer.accel import cache_dir
 from edged.infer.registry import load_model
 from edged.label.energy import EnergyMeter, cpu_model, profile
 from edged.label.evaluate import Evaluation, prepare
@@ -71,6 +75,7 @@ class BenchSpec:
     warmup: int = 5
     device_profile: str = "auto"
     power_sensor: str | None = None
+    accelerator: str = "auto"  # as [[pipelines]] accelerator; the label names the resolved one
 
 
 def _status_kb(key: str) -> int:
@@ -115,7 +120,13 @@ def measure(spec: BenchSpec) -> NutritionLabel:
     reset = _reset_peak_rss()
     rss0_kb = _status_kb("VmRSS")
     maxrss0_kb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    model = load_model(resolved.path, runtime=resolved.runtime, threads=spec.threads)
+    model = load_model(
+        resolved.path,
+        runtime=resolved.runtime,
+        threads=spec.threads,
+        accelerator=spec.accelerator,
+        cache_dir=cache_dir(models_dir),
+    )
     task = _build_task(resolved, model)
     evaluation = Evaluation(prepared, task)
     accuracy = evaluation.accuracy()
@@ -150,6 +161,7 @@ def measure(spec: BenchSpec) -> NutritionLabel:
         quantization=q.weights,
         quantization_detail=q.summary,
         runtime=model.runtime,
+        accelerator=model.accelerator,
         threads=spec.threads,
         device=Device(
             cpu=cpu_model(), cores=usable_cores(), arch=platform.machine(), profile=device.name

@@ -17,8 +17,15 @@ from typing import Any, TypeVar
 
 from edged.catalog.catalog import Catalog, CatalogEntry
 from edged.catalog.fetch import verify
-from edged.errors import EdgedError
-from edged.label.nutrition import NutritionLabel, load_label, save_label
+from edged.errors import ConfigError, EdgedError
+from edged.label.nutrition import (
+    NutritionLabel,
+    label_key,
+    load_label,
+    save_label,
+    stored_accelerators,
+)
+from edged.label.parity import DEFAULT_TOLERANCE, check_parity, parity_text
 from edged.settings import Settings
 
 T = TypeVar("T")
@@ -108,9 +115,9 @@ def _shown(key: str) -> bool:
 def label_table(labels: Sequence[NutritionLabel]) -> str:
     """The nutrition labels as a fixed-width text table."""
     head = (
-        f"{'model':26} {'task':9} {'MB':>5} {'weights':7} {'runtime':22} {'thr':>3} "
+        f"{'model':26} {'task':9} {'MB':>5} {'weights':7} {'runtime':22} {'accel':9} {'thr':>3} "
         f"{'p50 ms':>7} {'p95 ms':>7} {'p99 ms':>7} {'inf/s':>6} {'peakMB':>6} {'mJ/inf':>10}  "
-        "accuracy (golden set)"
+        "accuracy (golden set)  parity"
     )
     lines = [head, "-" * len(head)]
     for lab in labels:
@@ -126,21 +133,26 @@ def label_table(labels: Sequence[NutritionLabel]) -> str:
             accuracy = f"{shown} ({acc.golden})"
         lines.append(
             f"{lab.model:26} {lab.task:9} {lab.size_mb:5.2f} {lab.quantization:7} "
-            f"{lab.runtime:22.22} {lab.threads or '-':>3} "
+            f"{lab.runtime:22.22} {lab.accelerator:9} {lab.threads or '-':>3} "
             f"{_fmt(lat.p50 if lat else None):>7} {_fmt(lat.p95 if lat else None):>7} "
             f"{_fmt(lat.p99 if lat else None):>7} {_fmt(lab.throughput_ips):>6} "
-            f"{_fmt(lab.peak_mem_mb, '.0f'):>6} {energy:>10}  {accuracy}"
+            f"{_fmt(lab.peak_mem_mb, '.0f'):>6} {energy:>10}  {accuracy}  {parity_text(lab.parity)}"
         )
     return "\n".join(lines)
 
 
 def comparisons(labels: Sequence[NutritionLabel], catalog: Catalog) -> list[str]:
-    """One line per derived model (e.g. a quantized variant) against the model it came from."""
-    by_name = {lab.model: lab for lab in labels}
+    """One line per derived model (e.g. a quantized variant) against the model it came from,
+    both on the same accelerator."""
+    by_key = {(lab.model, lab.accelerator): lab for lab in labels}
     out = []
     for lab in labels:
         entry = next((e for e in catalog.models if e.name == lab.model), None)
-        base = by_name.get(entry.derived_from) if entry and entry.derived_from else None
+        base = (
+            by_key.get((entry.derived_from, lab.accelerator))
+            if entry and entry.derived_from
+            else None
+        )
         if base is None or lab.latency_ms is None or base.latency_ms is None:
             continue
         acc = ""
@@ -162,9 +174,16 @@ def comparisons(labels: Sequence[NutritionLabel], catalog: Catalog) -> list[str]
 
 
 def _bench_one(
-    args: argparse.Namespace, settings: Settings, entry: CatalogEntry, *, golden: str, threads: int
+    args: argparse.Namespace,
+    settings: Settings,
+    entry: CatalogEntry,
+    *,
+    golden: str,
+    threads: int,
+    accelerator: str = "cpu",
 ) -> NutritionLabel:
-    """Measure one model in a subprocess with the measuring options of ``args``; store the label."""
+    """Measure one model on one accelerator in a subprocess with the measuring options of
+    ``args``; store the label (per model and accelerator)."""
     from edged.label.bench import BenchSpec, bench  # noqa: PLC0415
     from edged.label.golden import media_dir  # noqa: PLC0415
 
@@ -179,10 +198,60 @@ def _bench_one(
         warmup=args.warmup,
         device_profile=args.device_profile,
         power_sensor=str(args.power_sensor) if args.power_sensor else None,
+        accelerator=accelerator,
     )
     label = bench(spec)
     save_label(settings.models.dir, label)
     return label
+
+
+def _check_accelerator(settings: Settings, entry: CatalogEntry, accelerator: str) -> None:
+    """ConfigError naming ``--accelerator`` and what is installed, before any process starts."""
+    from edged.infer import accel  # noqa: PLC0415
+
+    try:
+        accel.candidates(entry.runtime, accelerator, settings.models.dir / entry.file.name)
+    except EdgedError as exc:
+        raise ConfigError([("--accelerator", f"{entry.name}: {exc}")]) from None
+
+
+def _bench_with_parity(
+    args: argparse.Namespace,
+    settings: Settings,
+    entry: CatalogEntry,
+    *,
+    golden: str,
+    threads: int,
+    accelerator: str,
+) -> list[NutritionLabel]:
+    """Bench ``entry`` on ``accelerator``; off the CPU, also check parity with the CPU label.
+
+    The CPU reference is the stored label of the same file on the same golden
+    set; when there is none it is measured first (and stored), so that every
+    accelerator label carries its parity verdict. Returns the labels measured.
+    """
+    label = _bench_one(
+        args, settings, entry, golden=golden, threads=threads, accelerator=accelerator
+    )
+    if label.accelerator == "cpu":
+        return [label]
+    measured = []
+    assert label.accuracy is not None  # bench always evaluates the golden set
+    reference = load_label(settings.models.dir, entry.name, entry.file.sha256)
+    if (
+        reference is None
+        or not reference.measured
+        or reference.accuracy is None
+        or reference.accuracy.golden != label.accuracy.golden
+    ):
+        reference = _bench_one(
+            args, settings, entry, golden=golden, threads=threads, accelerator="cpu"
+        )
+        measured.append(reference)
+    parity = check_parity(label, reference, args.parity_tolerance)
+    label = label.model_copy(update={"parity": parity})
+    save_label(settings.models.dir, label)
+    return [*measured, label]
 
 
 def _golden_for(args: argparse.Namespace, entry: CatalogEntry) -> str:
@@ -214,16 +283,48 @@ def cmd_bench(args: argparse.Namespace, loader: Loader) -> int:
     else:
         print("name a model or give --all", file=sys.stderr)
         return EX_USAGE
+    if args.accelerator != "auto":
+        if args.all:
+            # --all --accelerator xnnpack: the models whose runtime has it (LiteRT's), not an
+            # error for the ONNX ones.
+            from edged.infer.accel import BY_RUNTIME, parse  # noqa: PLC0415
+
+            base = parse(args.accelerator).name
+            skipped = [e.name for e in entries if base not in BY_RUNTIME.get(e.runtime, ())]
+            if skipped:
+                print(f"not on {args.accelerator} (another runtime's accelerator): "
+                      + ", ".join(skipped), file=sys.stderr)  # fmt: skip
+            entries = [e for e in entries if e.name not in skipped]
+        for e in entries:
+            _check_accelerator(settings, e, args.accelerator)
     labels = [
-        _bench_one(args, settings, e, golden=_golden_for(args, e), threads=args.threads)
+        lab
         for e in progress(entries, total=len(entries), desc="bench")
+        for lab in _bench_with_parity(
+            args,
+            settings,
+            e,
+            golden=_golden_for(args, e),
+            threads=args.threads,
+            accelerator=args.accelerator,
+        )
     ]
     print(label_table(labels))
     for line in comparisons(labels, catalog):
         print(line)
     if any(lab.energy and lab.energy.estimated for lab in labels):
         print("est. = estimated from CPU time x device profile; no energy sensor was readable")
-    print(f"labels stored in {settings.models.dir} (<model>.label.json)")
+    for lab in labels:
+        if lab.parity is not None and not lab.parity.passed:
+            print(
+                f"edged: {label_key(lab.model, lab.accelerator)} fails accuracy parity: "
+                f"{parity_text(lab.parity)}; `edged models select` will not choose it",
+                file=sys.stderr,
+            )
+    print(
+        f"labels stored in {settings.models.dir} "
+        "(<model>.label.json on the CPU, <model>@<accelerator>.label.json otherwise)"
+    )
     return EX_OK
 
 
@@ -293,21 +394,28 @@ def cmd_select(args: argparse.Namespace, loader: Loader) -> int:
         return EX_FAILURE
     labels: dict[str, NutritionLabel | None] = {}
     for entry in entries:
-        label = load_label(settings.models.dir, entry.name, entry.file.sha256)
-        fresh = (
-            label is not None
-            and label.measured
-            and label.accuracy is not None
-            and label.accuracy.golden == golden
-            and (args.threads is None or label.threads == args.threads)
-        )
-        if not fresh:
-            label = (
-                None
-                if args.no_bench
-                else _bench_one(args, settings, entry, golden=golden_ref, threads=args.threads or 2)
+        for accelerator in _select_accelerators(args, settings, entry):
+            label = load_label(settings.models.dir, entry.name, entry.file.sha256, accelerator)
+            fresh = (
+                label is not None
+                and label.measured
+                and label.accuracy is not None
+                and label.accuracy.golden == golden
+                and (args.threads is None or label.threads == args.threads)
+                and (accelerator == "cpu" or label.parity is not None)
             )
-        labels[entry.name] = label
+            if not fresh:
+                label = None
+                if not args.no_bench:
+                    label = _bench_with_parity(
+                        args,
+                        settings,
+                        entry,
+                        golden=golden_ref,
+                        threads=args.threads or 2,
+                        accelerator=accelerator,
+                    )[-1]
+            labels[label_key(entry.name, label.accelerator if label else accelerator)] = label
     try:
         check_metrics(requirements, labels)
     except SelectError as exc:
@@ -325,9 +433,26 @@ def cmd_select(args: argparse.Namespace, loader: Loader) -> int:
         if not args.pipeline:
             print("edged: --write-config needs --pipeline NAME", file=sys.stderr)
             return EX_USAGE
-        write_config(args.write_config, args.pipeline, selection.chosen, args.task)
-        print(f"{args.write_config}: pipeline {args.pipeline!r} now uses {selection.chosen}")
+        chosen = labels[selection.chosen]
+        assert chosen is not None  # only a measured candidate is chosen
+        write_config(args.write_config, args.pipeline, chosen.model, args.task, chosen.accelerator)
+        print(
+            f"{args.write_config}: pipeline {args.pipeline!r} now uses {chosen.model} "
+            f"on {chosen.accelerator}"
+        )
     return EX_OK
+
+
+def _select_accelerators(
+    args: argparse.Namespace, settings: Settings, entry: CatalogEntry
+) -> list[str]:
+    """The accelerators ``entry`` is a candidate on: the CPU, every one it has a stored label
+    for, and each ``--accelerator`` asked for (benched when missing)."""
+    wanted = ["cpu", *stored_accelerators(settings.models.dir, entry.name)]
+    for accelerator in args.accelerators:
+        _check_accelerator(settings, entry, accelerator)
+        wanted.append(accelerator)
+    return list(dict.fromkeys(wanted))
 
 
 def cmd_report(args: argparse.Namespace, loader: Loader) -> int:
@@ -352,6 +477,14 @@ def cmd_report(args: argparse.Namespace, loader: Loader) -> int:
 # -- registration ---------------------------------------------------------------
 
 
+def _accelerator_arg(value: str) -> str:
+    from edged.infer import accel  # noqa: PLC0415
+
+    if not accel.valid(value):
+        raise argparse.ArgumentTypeError(f"one of: {', '.join(accel.NAMES)}")
+    return value
+
+
 def add_commands(
     models: Any,
     with_config: Callable[[argparse.ArgumentParser], argparse.ArgumentParser],
@@ -365,6 +498,9 @@ def add_commands(
         return p
 
     def measuring(p: argparse.ArgumentParser) -> None:
+        p.add_argument("--parity-tolerance", type=float, default=DEFAULT_TOLERANCE,
+                       help="largest drop of a golden-set metric against the CPU label "
+                       f"(absolute, default {DEFAULT_TOLERANCE})")  # fmt: skip
         p.add_argument("--golden", default=None, help="golden set name or TOML path")
         p.add_argument(
             "--media",
@@ -384,6 +520,9 @@ def add_commands(
     p.add_argument("models", nargs="*", help="catalog names")
     p.add_argument("--all", action="store_true", help="every installed model")
     p.add_argument("--threads", type=int, default=2, help="inference threads")
+    p.add_argument("--accelerator", default="auto", type=_accelerator_arg,
+                   help="where to run: auto (as the daemon would), cpu, xnnpack, openvino, cuda, "
+                   "tensorrt, edgetpu; off the CPU, parity with the CPU label is checked")  # fmt: skip
     measuring(p)
     p.set_defaults(func=functools.partial(cmd_bench, loader=loader))
 
@@ -402,6 +541,10 @@ def add_commands(
                    help="e.g. 'recall(person)>=0.9', 'p95_ms<=50' (repeatable)")  # fmt: skip
     p.add_argument("--threads", type=int, default=None, help="threads the labels must use")
     p.add_argument("--no-bench", action="store_true", help="use stored labels only")
+    p.add_argument("--accelerator", dest="accelerators", action="append", default=[],
+                   type=_accelerator_arg, metavar="NAME",
+                   help="also consider the models on this accelerator (repeatable; "
+                   "stored labels of any accelerator are always considered)")  # fmt: skip
     p.add_argument("--write-config", type=Path, default=None, help="set the choice in this config")
     p.add_argument("--pipeline", default=None, help="pipeline to update with --write-config")
     measuring(p)

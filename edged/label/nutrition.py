@@ -1,12 +1,16 @@
 """The nutrition label document: what it holds, where it is stored, its static part.
 
-A measured label is written by ``edged models bench`` as
-``<models dir>/<model>.label.json``, beside the model file it describes, and
-is valid only for the file whose sha256 it names: after a model is replaced,
-its old label is ignored rather than published for the wrong file. The
-daemon publishes the stored label retained on
+A measured label is written by ``edged models bench`` beside the model file
+it describes, one per (model, accelerator): ``<models dir>/<model>.label.json``
+for the CPU (the reference), ``<model>@<accelerator>.label.json`` for any
+other (``yolox-nano-coco@openvino.label.json``), so that measuring on an
+accelerator never clobbers the CPU label. A label is valid only for the file
+whose sha256 it names: after a model is replaced, its old label is ignored
+rather than published for the wrong file. The daemon publishes the stored
+label of the accelerator the model runs on, retained, on
 ``<prefix>/<dev>/models/<model>/label``, or, when none was measured, the
-*static* part (size, quantization, runtime, sha256) with ``measured: false``.
+*static* part (size, quantization, runtime, accelerator, sha256) with
+``measured: false``.
 """
 
 from __future__ import annotations
@@ -72,6 +76,18 @@ class Device(_Doc):
     profile: str
 
 
+class Parity(_Doc):
+    """An accelerator's golden-set metrics against the CPU reference label of the same file."""
+
+    reference: str = Field(description="Accelerator of the reference label (cpu).")
+    tolerance: float = Field(description="Largest drop allowed, absolute (0.02 = 2 points).")
+    passed: bool
+    drops: dict[str, float] = Field(description="Reference minus this label, per metric.")
+    failed: list[str] = Field(
+        default_factory=list, description="Metrics that dropped by more than the tolerance."
+    )
+
+
 class NutritionLabel(_Doc):
     """One model's cost and quality on this device (DESIGN §5), payload version 1."""
 
@@ -85,6 +101,12 @@ class NutritionLabel(_Doc):
     quantization: str
     quantization_detail: str
     runtime: str
+    accelerator: str = Field(
+        "cpu", description="Where it was measured: cpu, xnnpack, openvino, cuda, ... (resolved)."
+    )
+    parity: Parity | None = Field(
+        None, description="Accuracy against the CPU label; None on the CPU itself."
+    )
     threads: int | None = None
     device: Device | None = None
     latency_ms: Latency | None = None
@@ -129,14 +151,32 @@ def iso_now() -> str:
     return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
 
 
-def label_path(models_dir: Path, model: str) -> Path:
-    """Where the label of ``model`` is stored: beside the model files."""
-    return models_dir / f"{model}{LABEL_SUFFIX}"
+def label_key(model: str, accelerator: str = "cpu") -> str:
+    """How (model, accelerator) is named in files, tables and ``select``: ``model@openvino``."""
+    return model if accelerator == "cpu" else f"{model}@{accelerator}"
+
+
+def label_path(models_dir: Path, model: str, accelerator: str = "cpu") -> Path:
+    """Where the label of ``model`` on ``accelerator`` is stored: beside the model files."""
+    return models_dir / f"{label_key(model, accelerator).replace(':', '-')}{LABEL_SUFFIX}"
+
+
+def stored_accelerators(models_dir: Path, model: str) -> list[str]:
+    """The accelerators ``model`` has a stored label for, cpu first when present."""
+    found = []
+    for path in sorted(models_dir.glob(f"{model}@*{LABEL_SUFFIX}")):
+        try:
+            label = NutritionLabel.model_validate_json(path.read_bytes())
+        except (OSError, ValidationError, ValueError):
+            continue
+        if label.model == model:
+            found.append(label.accelerator)
+    return (["cpu"] if label_path(models_dir, model).exists() else []) + found
 
 
 def save_label(models_dir: Path, label: NutritionLabel) -> Path:
     """Write the label atomically (a reader never sees half a file)."""
-    path = label_path(models_dir, label.model)
+    path = label_path(models_dir, label.model, label.accelerator)
     models_dir.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=f".{label.model}.", suffix=".tmp", dir=models_dir)
     try:
@@ -149,9 +189,11 @@ def save_label(models_dir: Path, label: NutritionLabel) -> Path:
     return path
 
 
-def load_label(models_dir: Path, model: str, sha256: str | None = None) -> NutritionLabel | None:
-    """The stored label of ``model``; None when absent, unreadable, or for another file."""
-    path = label_path(models_dir, model)
+def load_label(
+    models_dir: Path, model: str, sha256: str | None = None, accelerator: str = "cpu"
+) -> NutritionLabel | None:
+    """The stored label of ``model`` on ``accelerator``; None when absent, unreadable, or for another file."""
+    path = label_path(models_dir, model, accelerator)
     try:
         label = NutritionLabel.model_validate_json(path.read_bytes())
     except FileNotFoundError:
@@ -162,10 +204,13 @@ def load_label(models_dir: Path, model: str, sha256: str | None = None) -> Nutri
     if sha256 is not None and label.sha256 != sha256:
         log.info("label_stale", model=model, label_sha256=label.sha256, file_sha256=sha256)
         return None
+    if label.accelerator != accelerator:
+        log.warning("label_unreadable", path=str(path), error=f"measured on {label.accelerator}")
+        return None
     return label
 
 
-def static_label(resolved: ResolvedModel, runtime: str) -> NutritionLabel:
+def static_label(resolved: ResolvedModel, runtime: str, accelerator: str = "cpu") -> NutritionLabel:
     """What is known without measuring: file, size, quantization, runtime (``measured: false``)."""
     q = read_quantization(resolved.path)
     return NutritionLabel(
@@ -178,13 +223,17 @@ def static_label(resolved: ResolvedModel, runtime: str) -> NutritionLabel:
         quantization=q.weights,
         quantization_detail=q.summary,
         runtime=runtime,
+        accelerator=accelerator,
         timestamp=iso_now(),
     )
 
 
-def published_label(resolved: ResolvedModel, runtime: str, models_dir: Path) -> bytes:
-    """The payload the daemon publishes for a loaded model: stored label, else the static part."""
-    label = load_label(models_dir, resolved.name, resolved.sha256)
+def published_label(
+    resolved: ResolvedModel, runtime: str, models_dir: Path, accelerator: str = "cpu"
+) -> bytes:
+    """The payload the daemon publishes for a loaded model: the stored label of the
+    accelerator it runs on, else the static part."""
+    label = load_label(models_dir, resolved.name, resolved.sha256, accelerator)
     if label is None:
-        label = static_label(resolved, runtime)
+        label = static_label(resolved, runtime, accelerator)
     return json.dumps(label.model_dump(mode="json"), separators=(",", ":")).encode()

@@ -166,7 +166,7 @@ def quantize(
     onnx, quantization, quant_pre_process = _tools()
 
     resolved = resolve_entry(catalog, entry, models_dir)
-    fp32 = load_model(resolved.path, runtime="onnxruntime", threads=1)
+    fp32 = load_model(resolved.path, runtime="onnxruntime", threads=1, accelerator="cpu")
     spec = image_spec(resolved, fp32)
     tensors = calibration_tensors(images, spec, progress)
 
@@ -232,7 +232,7 @@ def _check_like(path: Path, fp32: Any) -> None:
     from edged.infer.registry import load_model  # noqa: PLC0415
 
     try:
-        q = load_model(path, runtime="onnxruntime", threads=1)
+        q = load_model(path, runtime="onnxruntime", threads=1, accelerator="cpu")
     except ModelError as exc:
         raise QuantizeError(f"the quantized model does not load: {exc}") from None
     try:

@@ -10,6 +10,11 @@ of ``>= <= > < ==``; METRIC is any number of the label: ``p50_ms``,
 ``p95_ms``, ``p99_ms``, ``size_mb``, ``peak_mb``, ``energy_mj``,
 ``throughput``, or an accuracy metric of the golden set (``recall(person)``,
 ``precision``, ``f1``, ``pck``, ``top1``, …).
+
+A candidate is a (model, accelerator) pair, named ``model`` on the CPU and
+``model@accelerator`` otherwise (``yolox-nano-coco@openvino``), each with its
+own label. A pair whose label failed the accuracy-parity check against the
+CPU (:mod:`edged.label.parity`) is never chosen, whatever its numbers.
 """
 
 from __future__ import annotations
@@ -151,6 +156,13 @@ def select(
             break  # the rest stay "not tried": a cheaper model already passes
         metrics = trial.label.metrics()
         trial.reasons = [r for req in requirements if (r := req.failure(metrics)) is not None]
+        parity = trial.label.parity
+        if parity is not None and not parity.passed:
+            trial.reasons.insert(
+                0,
+                f"accuracy parity failed vs {parity.reference} "
+                f"({', '.join(parity.failed)} dropped more than {parity.tolerance:g})",
+            )
         trial.verdict = "failed" if trial.reasons else "chosen"
         if not trial.reasons:
             chosen = trial.model
@@ -188,8 +200,15 @@ def _why_none(requirements: Sequence[Requirement], trials: Sequence[Trial]) -> s
     return "\n".join(lines)
 
 
-def write_config(path: Path, pipeline: str, model: str, task: str | None = None) -> None:
-    """Set ``model`` of pipeline ``pipeline`` in a TOML config, keeping the rest of the file.
+def write_config(
+    path: Path,
+    pipeline: str,
+    model: str,
+    task: str | None = None,
+    accelerator: str | None = None,
+) -> None:
+    """Set ``model`` (and ``accelerator``, when given) of pipeline ``pipeline`` in a TOML
+    config, keeping the rest of the file.
 
     tomlkit (a round-trip TOML library) keeps comments, key order and
     formatting; tomllib/tomli-w would rewrite the operator's file from scratch.
@@ -215,6 +234,8 @@ def write_config(path: Path, pipeline: str, model: str, task: str | None = None)
             f"pipeline {pipeline!r} in {path} is a {target.get('task')} pipeline, not {task}"
         )
     target["model"] = model
+    if accelerator is not None:
+        target["accelerator"] = accelerator
     mode = path.stat().st_mode & 0o777
     fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
     try:

@@ -487,6 +487,9 @@ class ModelState(_Payload):
 
     sha256: str = Field(pattern=r"^[0-9a-f]{64}$")
     runtime: str = Field(description="e.g. 'ai-edge-litert 2.3.0'.")
+    accelerator: str = Field(
+        "cpu", description="Where it runs: 'cpu', 'xnnpack', 'openvino', 'cuda', ... (resolved)."
+    )
 
 
 class LinkState(_Payload):

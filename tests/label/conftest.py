@@ -17,7 +17,7 @@ import pytest
 
 from edged.__main__ import main
 from edged.catalog.catalog import load_catalog
-from edged.label.nutrition import NutritionLabel, load_label
+from edged.label.nutrition import NutritionLabel, label_key, load_label, stored_accelerators
 from edged.label.quantize import Quantized, quantize
 
 INT8 = "yolox-nano-coco-int8"
@@ -66,7 +66,8 @@ def quantized(label_models: Path, calibration_dir: Path) -> Quantized:
 
 @pytest.fixture(scope="session")
 def benched(quantized: Quantized, label_models: Path, media_dir: Path) -> dict[str, NutritionLabel]:
-    """``edged models bench --all``: the labels of all five models, stored beside them."""
+    """``edged models bench --all``: the labels of all five models, stored beside them, each on
+    the accelerator the daemon would run it on (XNNPACK for LiteRT, the CPU for ONNX here)."""
     rc = main(
         [
             "models", "bench", "--all", "--models-dir", str(label_models),
@@ -77,7 +78,28 @@ def benched(quantized: Quantized, label_models: Path, media_dir: Path) -> dict[s
     catalog = load_catalog(models_dir=label_models)
     labels = {}
     for name in FIVE:
-        label = load_label(label_models, name, catalog.get(name).file.sha256)
+        # Where the daemon runs it (auto): the accelerator label when there is one.
+        accelerator = stored_accelerators(label_models, name)[-1]
+        label = load_label(label_models, name, catalog.get(name).file.sha256, accelerator)
         assert label is not None, f"no label stored for {name}"
         labels[name] = label
     return labels
+
+
+@pytest.fixture(scope="session")
+def benched_pairs(
+    benched: dict[str, NutritionLabel], label_models: Path
+) -> dict[str, NutritionLabel]:
+    """Every (model, accelerator) label ``bench --all`` stored, keyed ``model[@accelerator]``.
+
+    ``--all`` benches where the daemon would run (auto): LiteRT models on
+    XNNPACK, plus their CPU reference for the parity check; ONNX on the CPU here.
+    """
+    catalog = load_catalog(models_dir=label_models)
+    out = {}
+    for name in FIVE:
+        for accelerator in stored_accelerators(label_models, name):
+            label = load_label(label_models, name, catalog.get(name).file.sha256, accelerator)
+            assert label is not None
+            out[label_key(name, accelerator)] = label
+    return out

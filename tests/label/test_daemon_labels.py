@@ -59,14 +59,23 @@ def test_labels_at_start_and_after_a_model_change(
         if f.is_file() and not f.name.endswith(".label.json"):
             shutil.copy2(f, models / f.name)
     for name in ("ssd-mobilenet-v1-coco-int8", "yolox-nano-coco"):
-        shutil.copy2(label_path(label_models, name), label_path(models, name))
+        for accelerator in ("cpu", "xnnpack"):
+            if label_path(label_models, name, accelerator).exists():
+                shutil.copy2(
+                    label_path(label_models, name, accelerator),
+                    label_path(models, name, accelerator),
+                )
 
     cfg = config(tmp_path, models, media_dir, broker, pose=True)
     sub = broker.subscriber(LABELS)
+    states = broker.subscriber("edged/testdev/state")
     with Daemon(cfg) as daemon:
         ssd = json.loads(sub.wait_for(matching(topic("ssd-mobilenet-v1-coco-int8")), 30).payload)
         pose = json.loads(sub.wait_for(matching(topic("movenet-lightning-int8")), 5).payload)
+        # SSD runs on LiteRT's XNNPACK (auto): its XNNPACK label, never the CPU one.
         assert ssd == benched["ssd-mobilenet-v1-coco-int8"].model_dump(mode="json")
+        assert ssd["accelerator"] == "xnnpack"
+        assert ssd["parity"]["passed"] is True
         assert ssd["measured"] is True
         assert ssd["latency_ms"]["p95"] > 0
         # Never measured: the static part only.
@@ -74,6 +83,15 @@ def test_labels_at_start_and_after_a_model_change(
         assert pose["sha256"] == benched["movenet-lightning-int8"].sha256
         assert (pose["quantization"], pose["size_bytes"]) == ("int8", 2894840)
         assert pose["runtime"].startswith("ai-edge-litert")
+        assert pose["accelerator"] == "xnnpack"
+        # state names where each loaded model runs.
+        state = json.loads(
+            states.wait_for(lambda m: bool(json.loads(m.payload).get("models")), 10).payload
+        )
+        assert {n: m["accelerator"] for n, m in state["models"].items()} == {
+            "ssd-mobilenet-v1-coco-int8": "xnnpack",
+            "movenet-lightning-int8": "xnnpack",
+        }
         assert pose["latency_ms"] is None
 
         # A late subscriber gets both from the broker: they are retained.
@@ -87,6 +105,7 @@ def test_labels_at_start_and_after_a_model_change(
         yolox = json.loads(sub.wait_for(matching(topic("yolox-nano-coco")), 30).payload)
         assert yolox["measured"] is True
         assert yolox["accuracy"]["golden"] == "coco-photos"
+        assert yolox["accelerator"] == "cpu"  # auto on a CPU-only onnxruntime
         sub.wait_for(lambda m: m.topic == topic("movenet-lightning-int8") and m.payload == b"", 5)
         rc, _ = daemon.stop()
         assert rc == 0
