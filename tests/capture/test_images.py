@@ -50,7 +50,9 @@ def test_folder_source_delivers_photos_and_skips_corrupt(
 ) -> None:
     """Each readable photo arrives once, in order, as RGB; the corrupt file is skipped."""
     with capture_logs() as logs:
-        source = make_source(kind="images", uri=str(photo_dir), fps=50)
+        # realtime=false: lock-step with the reader, so a busy machine cannot
+        # make the slot drop a photo (what is tested is order and skipping).
+        source = make_source(kind="images", uri=str(photo_dir), fps=50, realtime=False)
         slot = source.subscribe()
         source.start()
         frames = []
@@ -68,7 +70,9 @@ def test_folder_source_delivers_photos_and_skips_corrupt(
 def test_loop_repeats_and_logs_a_bad_file_once(make_source: MakeSource, photo_dir: Path) -> None:
     """With loop=true the photos repeat in order and the corrupt file is reported only once."""
     with capture_logs() as logs:
-        source = make_source(kind="images", uri=str(photo_dir), fps=50, loop=True)
+        source = make_source(
+            kind="images", uri=str(photo_dir), fps=50, loop=True, realtime=False
+        )  # lock-step: no photo dropped on a busy machine
         slot = source.subscribe()
         source.start()
         shapes: list[tuple[int, ...]] = []

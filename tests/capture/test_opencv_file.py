@@ -137,8 +137,16 @@ def test_subscribers_share_the_same_frame_object(
     source = make_source(uri=str(walking_clip), realtime=False, fps=20)
     first, second = source.subscribe(), source.subscribe()
     source.start()
-    seen_first = {f.id: f for f in (first.get(2.0) for _ in range(5)) if f is not None}
-    seen_second = {f.id: f for f in (second.get(2.0) for _ in range(5)) if f is not None}
+    seen_first: dict[int, Frame] = {}
+    seen_second: dict[int, Frame] = {}
+    # Take turns: a file read as fast as possible waits until *every* reader
+    # took the previous frame, so draining one slot first would only wait out
+    # get()'s timeout on each later frame.
+    for _ in range(5):
+        for slot, seen in ((first, seen_first), (second, seen_second)):
+            frame = slot.get(2.0)
+            if frame is not None:
+                seen[frame.id] = frame
     common = seen_first.keys() & seen_second.keys()
     assert common
     assert all(seen_first[i] is seen_second[i] for i in common)

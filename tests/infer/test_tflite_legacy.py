@@ -35,9 +35,21 @@ def test_tflite_runtime_in_a_numpy1_venv(
 ) -> None:
     """In a venv with numpy < 2 and tflite-runtime only, edged's LiteRT module falls back and agrees."""
     venv = tmp_path / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # No pip of its own (bootstrapping one took half the test's time): this
+    # environment's pip installs into it (pip >= 22.3, --python).
+    subprocess.run([sys.executable, "-m", "venv", "--without-pip", str(venv)], check=True)
     pip = subprocess.run(
-        [str(venv / "bin" / "pip"), "install", "-q", "numpy<2", "tflite-runtime"],
+        [
+            sys.executable,
+            "-m",
+            "pip",
+            "--python",
+            str(venv / "bin" / "python"),
+            "install",
+            "-q",
+            "numpy<2",
+            "tflite-runtime",
+        ],
         capture_output=True,
         text=True,
         check=False,
