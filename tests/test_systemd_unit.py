@@ -152,8 +152,8 @@ class TestUnitFile:
         """[Unit] has a start limit that a crash loop reaches, even one of start timeouts.
 
         Without it (StartLimitIntervalSec=0) every exit-1 path restarted
-        every RestartSec forever. The booted root shows the unit ending
-        up failed (tests/deploy/test_deploy.py::test_a_crash_loop_ends_in_start_limit_hit).
+        every RestartSec forever. In the booted root the unit ends up failed:
+        tests/deploy/test_deploy.py::test_a_crash_loop_stops_after_start_limit_burst_starts.
         """
         sections = unit_sections(UNIT.read_text())
         limits = sections["Unit"]
