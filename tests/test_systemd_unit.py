@@ -58,6 +58,30 @@ def unit_settings(text: str) -> dict[str, list[str]]:
     return out
 
 
+def unit_sections(text: str) -> dict[str, dict[str, list[str]]]:
+    """:func:`unit_settings` per section (``Unit``, ``Service``, ``Install``)."""
+    out: dict[str, dict[str, list[str]]] = {}
+    section = ""
+    for raw in text.splitlines():
+        line = raw.strip()
+        if line.startswith("[") and line.endswith("]"):
+            section = line[1:-1]
+            out.setdefault(section, {})
+        elif section:
+            for key, values in unit_settings(line).items():
+                out[section].setdefault(key, []).extend(values)
+    return out
+
+
+def timespan_s(value: str, cwd: Path) -> float:
+    """A systemd time span (``5``, ``15min``) in seconds, as systemd itself parses it."""
+    result = analyze(["timespan", value], cwd=cwd)
+    found = re.search(r"\u03bcs: (\d+)", result.stdout)
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert found, result.stdout
+    return int(found.group(1)) / 1e6
+
+
 def verifiable_copy(tmp_path: Path, text: str) -> Path:
     """``text`` as edged.service in ``tmp_path`` with ExecStart pointing at a real program.
 
@@ -123,6 +147,34 @@ class TestUnitFile:
         assert exposure <= MAX_EXPOSURE, output
         assert found.group(2) == "OK"
         assert result.returncode == 0, output  # --threshold agrees
+
+    def test_start_limit_ends_a_restart_loop(self, tmp_path: Path) -> None:
+        """[Unit] has a start limit that a crash loop reaches, even one of start timeouts.
+
+        Without it (StartLimitIntervalSec=0) every exit-1 path restarted
+        every RestartSec forever. In the booted root the unit ends up failed:
+        tests/deploy/test_deploy.py::test_a_crash_loop_stops_after_start_limit_burst_starts.
+        """
+        sections = unit_sections(UNIT.read_text())
+        limits = sections["Unit"]
+        interval_s = timespan_s(limits["StartLimitIntervalSec"][0], tmp_path)
+        burst = int(limits["StartLimitBurst"][0])
+        service = sections["Service"]
+        assert "StartLimitIntervalSec" not in service  # [Service] only for old names
+        assert interval_s > 0
+        assert 1 < burst <= 10
+        restart_s = timespan_s(service["RestartSec"][0], tmp_path)
+        timeout_s = timespan_s(service["TimeoutStartSec"][0], tmp_path)
+        # Every start of the burst may end in TimeoutStartSec, followed by RestartSec.
+        assert burst * (timeout_s + restart_s) < interval_s
+
+    def test_unit_uses_only_what_debian_12_understands(self) -> None:
+        """No RestartSteps/RestartMaxDelaySec (systemd 254) in the unit: 252 warns about them.
+
+        The Ansible role adds them as a drop-in where systemd is new enough.
+        """
+        unit = unit_settings(UNIT.read_text())
+        assert not {"RestartSteps", "RestartMaxDelaySec"} & set(unit)
 
     def test_unit_matches_the_daemon(self) -> None:
         """Notify type, watchdog, exit 78, credential names and paths are the daemon's."""

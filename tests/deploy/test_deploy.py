@@ -26,7 +26,7 @@ from typing import Any
 
 import pytest
 
-from edged.broker import LocalBroker
+from edged.broker import LocalBroker, free_port
 from edged.catalog.catalog import load_catalog
 from tests.deploy.conftest import require_deploy_tools
 from tests.deploy.machine import (
@@ -40,6 +40,7 @@ from tests.deploy.machine import (
     unmount_below,
     write_inventory,
 )
+from tests.deploy.mqtt import accepts, publish_acknowledged
 from tests.helpers.broker import RunningBroker, Subscriber, make_tls_material, matching
 from tests.test_systemd_unit import MAX_EXPOSURE, UNIT
 
@@ -53,6 +54,10 @@ USER = "edged"
 AVAIL = f"edged/{DEVICE}/availability"
 DETECTIONS = f"edged/{DEVICE}/door/detections"
 DROPIN = "etc/systemd/system/edged.service.d/90-deploy-test.conf"
+# The role's optional broker, installed into the root beside the daemon (which
+# keeps publishing to the host's TLS broker).
+BROKER_USER = "dashboard"
+BROKER_PASSWORD = secrets.token_urlsafe(18)
 
 
 @dataclass
@@ -142,6 +147,10 @@ def _hostvars(work: Path, model_mirror: Path, broker: RunningBroker) -> dict[str
         # A device-class drop-in, as group_vars would give one.
         "edged_service_overrides": {"MemoryMax": "768M", "Environment": ["EDGED_LOG_LEVEL=info"]},
         "edged_sources": [{"name": "cam0", "kind": "file", "uri": CLIP, "loop": True, "fps": 10}],
+        "edged_broker_install": True,
+        "edged_broker_listener_address": "127.0.0.1",  # loopback: plain MQTT is allowed
+        "edged_broker_listener_port": free_port(),  # the root shares the host's network
+        "edged_broker_users": [{"username": BROKER_USER, "password": BROKER_PASSWORD}],
         "edged_pipelines": [
             {
                 "name": "door",
@@ -485,3 +494,89 @@ def test_bad_config_fails_once_without_a_restart_loop(deployment: Deployment) ->
         assert "mqtt.port" in d.journal_tail(), d.journal_tail()
     finally:
         d.restore()
+
+
+def test_a_crash_loop_stops_after_start_limit_burst_starts(deployment: Deployment) -> None:
+    """A daemon that always exits 1 is started StartLimitBurst times, then stays failed.
+
+    Before the start limit (StartLimitIntervalSec=0) it was restarted every
+    RestartSec for ever. Exit 78 is never restarted at all:
+    test_bad_config_fails_once_without_a_restart_loop.
+    """
+    d = deployment
+    burst = int(d.container.show("edged.service", "StartLimitBurst")["StartLimitBurst"])
+
+    # Each start of the crashing command logs this token: the count of
+    # starts cannot include the previous test's starts of the real daemon.
+    token = f"crash-loop-{secrets.token_hex(4)}"
+
+    def journal() -> str:
+        return d.container.run(
+            ["journalctl", "-u", "edged.service", "-o", "cat", "--no-pager"]
+        ).stdout
+
+    try:
+        d.set_dropin(f"[Service]\nExecStart=\nExecStart=/bin/sh -c 'echo {token}; exit 1'\n")
+        t0 = time.monotonic()
+        assert d.restart().returncode != 0
+
+        def gave_up() -> bool:
+            log = journal()
+            return token in log and "Start request repeated too quickly." in log.split(token, 1)[1]
+
+        with timed("7 crash loop until systemd gave up"):
+            # systemd 252 keeps Result=exit-code of the last run and says why in the journal.
+            d.container.wait_for(
+                "Start request repeated too quickly", gave_up, timeout=burst * 10 + 30
+            )
+        REPORT["crash loop: exit 1 until systemd gave up"] = f"{time.monotonic() - t0:6.1f} s"
+        state = d.state()
+        assert state["ActiveState"] == "failed", state
+        time.sleep(7)  # longer than RestartSec=5: no start follows
+        assert d.state() == state
+        log = journal()
+        starts = sum(line == token for line in log.splitlines())
+        REPORT["crash loop: starts before giving up"] = (
+            f"{starts} (StartLimitBurst={burst}, NRestarts={state['NRestarts']})"
+        )
+        assert starts == burst, log[-3000:]
+    finally:
+        d.restore()
+
+
+def test_restart_backoff_dropin_only_where_systemd_understands_it(deployment: Deployment) -> None:
+    """Debian 12's systemd (252) gets no RestartSteps= drop-in; 254 or later would."""
+    out = deployment.container.run(["systemctl", "--version"]).stdout
+    version = int(out.split()[1])
+    REPORT["systemd in the root"] = out.splitlines()[0]
+    dropin = deployment.root / "etc/systemd/system/edged.service.d/40-restart-backoff.conf"
+    assert dropin.exists() == (version >= 254)
+    if version >= 254:
+        props = deployment.container.show("edged.service", "RestartSteps", "RestartMaxDelayUSec")
+        assert props["RestartSteps"] == "4", props
+
+
+def test_role_broker_keeps_queued_messages_across_its_restart(deployment: Deployment) -> None:
+    """The role's mosquitto runs with persistence: a queue survives `systemctl restart mosquitto`."""
+    c, root = deployment.container, deployment.root
+    state = c.show("mosquitto.service", "ActiveState", "SubState", "NRestarts")
+    assert (state["ActiveState"], state["SubState"]) == ("active", "running"), state
+    assert "persistence true" in (root / "etc/mosquitto/conf.d/edged.conf").read_text()
+    passwd = root / "etc/mosquitto/edged.passwd"
+    st = passwd.stat()
+    assert (stat.S_IMODE(st.st_mode), st.st_uid) == (0o640, 0)
+    assert st.st_gid == deployment.group_id("mosquitto")
+    assert passwd.read_text().startswith(f"{BROKER_USER}:$7$")  # hashed, not the password
+    assert BROKER_PASSWORD not in passwd.read_text()
+
+    port = int(deployment.hostvars["edged_broker_listener_port"])
+    topic = f"edged/{DEVICE}/door/detections"
+    payloads = [f"result {i}".encode() for i in range(200)]
+    auth: dict[str, Any] = {"username": BROKER_USER, "password": BROKER_PASSWORD}
+    Subscriber("127.0.0.1", port, topic, client_id="dashboard-1", **auth).start().close()
+    publish_acknowledged(port, topic, payloads, BROKER_USER, BROKER_PASSWORD)
+    c.run(["systemctl", "restart", "mosquitto.service"])
+    c.wait_for("mosquitto to accept connections", lambda: accepts(port), timeout=30)
+    with Subscriber("127.0.0.1", port, topic, client_id="dashboard-1", **auth) as sub:
+        c.wait_for("every queued message", lambda: len(sub.messages()) >= len(payloads), timeout=15)
+        assert {m.payload for m in sub.messages()} == set(payloads)
