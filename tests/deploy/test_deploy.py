@@ -397,6 +397,20 @@ def test_reload_rereads_the_configuration_in_the_same_process(deployment: Deploy
     assert (after["ActiveState"], after["SubState"]) == ("active", "running")
 
 
+def test_journal_stores_each_line_at_its_level(deployment: Deployment) -> None:
+    """journald reads edged's <N> prefixes: every JSON line's PRIORITY matches its level."""
+    want = {"debug": "7", "info": "6", "warning": "4", "error": "3", "critical": "2"}
+    entries = deployment.container.journal("edged.service")
+    lines = [
+        e for e in entries if isinstance(e.get("MESSAGE"), str) and e["MESSAGE"].startswith("{")
+    ]
+    assert lines
+    for e in lines:
+        assert e["PRIORITY"] == want[json.loads(e["MESSAGE"])["level"]], e["MESSAGE"]
+    # The prefix is read by journald, never stored as part of the message.
+    assert not [e for e in entries if str(e.get("MESSAGE", "")).startswith("<")]
+
+
 def test_sandbox_holds(deployment: Deployment) -> None:
     """No capabilities, read-only system, hidden secrets; only /var/lib/edged is writable."""
     c = deployment.container
