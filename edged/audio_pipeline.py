@@ -74,7 +74,7 @@ class AudioPipelineStats:
     gated: int
     emitted: int
     errors: int
-    #: Failures by stage (resample, task, decode, emit, loop).
+    #: Failures by stage (resample, task, decode, emit, events, loop).
     failures: dict[str, int]
     #: Chunks the source dropped because this pipeline's queue was full.
     overruns: int

@@ -387,7 +387,11 @@ class PipelineSettings(_Section):
         le=DAY_S,
         description="Motion gate: run inference at least this often anyway, seconds.",
     )
-    track: bool = Field(True, description="Detection: track objects and publish events.")
+    track: bool = Field(
+        True,
+        description="Detection: track objects and publish events. Pose with a detector: give "
+        "each person a track_id.",
+    )
     hop_s: float = Field(0.48, ge=0.01, le=10, description="Audio: step between windows, seconds.")
     top_k: int = Field(5, ge=1, le=50, description="Audio: classes reported per window.")
     smoothing: int = Field(

@@ -16,6 +16,8 @@ frames only gives none.
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from datetime import datetime
 from pathlib import Path
 from typing import Any
@@ -25,10 +27,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from edged.errors import ConfigError
 from edged.events.fall import FallWatch, posture
 from edged.events.onoff import Episode
 from edged.publish.payloads import EventResult, PoseResult
-from edged.settings import FallSettings
+from edged.settings import FallSettings, load_settings
 from edged.types import Frame, Keypoint, Pose
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
@@ -207,3 +210,71 @@ def test_episode_needs_min_s_without_a_break_and_ends_after_the_hangover() -> No
     end = ep.step(4.5, False, 0.0)
     assert end is not None
     assert (end.phase, end.event_id, end.end) == ("end", start.event_id, 3.0)
+
+
+def _pose_config(tmp_path: Path, models_dir: Path, media_dir: Path, **extra: Any) -> Path:
+    cfg = base_config(tmp_path, models_dir, None)
+    cfg["sources"] = [{"name": "cam0", "kind": "images", "uri": media_dir / "squat.png"}]
+    cfg["pipelines"] = [
+        {
+            "name": "body",
+            "source": "cam0",
+            "task": "pose",
+            "model": "movenet-lightning-int8",
+            **extra,
+        }
+    ]
+    return write_config(tmp_path / "c.toml", cfg)
+
+
+def _check(config: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [sys.executable, "-m", "edged", "check", "--offline", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+
+def test_check_accepts_a_person_detector(tmp_path: Path, models_dir: Path, media_dir: Path) -> None:
+    config = _pose_config(tmp_path, models_dir, media_dir, detector="yolox-nano-coco")
+    result = _check(config)
+    assert result.returncode == 0, result.stderr
+
+
+@pytest.mark.parametrize(
+    ("detector", "problem"),
+    [
+        ("movenet-lightning-int8", "is a pose model, but the pipeline's task is 'detection'"),
+        ("yolo-nano", "yolox-nano-coco"),  # an unknown name, with the nearest one
+    ],
+)
+def test_check_refuses_a_detector_that_is_not_a_person_detector(
+    tmp_path: Path, models_dir: Path, media_dir: Path, detector: str, problem: str
+) -> None:
+    """The detector is verified like the main model: exit 78 at pipelines[0].detector."""
+    result = _check(_pose_config(tmp_path, models_dir, media_dir, detector=detector))
+    assert result.returncode == 78, result.stderr
+    assert "pipelines[0].detector: " in result.stderr
+    assert problem in result.stderr
+    assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("task", "extra", "key"),
+    [
+        ("detection", {"detector": "ssd-mobilenet-v1-coco-int8"}, "detector"),
+        ("detection", {"fall": {"enabled": True}}, "fall.enabled"),
+    ],
+)
+def test_pose_keys_on_another_task_are_refused(task: str, extra: dict[str, Any], key: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            None,
+            {
+                "sources": [{"name": "cam0", "kind": "images", "uri": "/srv"}],
+                "pipelines": [{"name": "p", "source": "cam0", "task": task, "model": "m", **extra}],
+            },
+        )
+    assert f"{key}: " in str(info.value)

@@ -17,6 +17,8 @@ from __future__ import annotations
 
 import itertools
 import json
+import subprocess
+import sys
 import wave
 from datetime import datetime
 from pathlib import Path
@@ -27,11 +29,11 @@ import pytest
 
 from edged.audio_pipeline import AudioPipeline
 from edged.capture.audio_factory import open_audio_source
-from edged.errors import ModelError
+from edged.errors import ConfigError, ModelError
 from edged.events.onoff import EventNote
 from edged.events.sound import SampleRing, dbfs, write_wav_clip
 from edged.publish.payloads import EventResult
-from edged.settings import PipelineSettings, SourceSettings
+from edged.settings import PipelineSettings, SourceSettings, load_settings
 from edged.tasks.audio import AudioTask
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
@@ -234,3 +236,62 @@ def test_the_clip_directory_stays_within_its_bound(tmp_path: Path) -> None:
     for i in range(4):
         write_wav_clip(tmp_path, f"c{i}.wav", samples, 16000, max_mb=0.07)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["c2.wav", "c3.wav"]
+
+
+def test_check_names_a_misspelt_group_label_by_key_path(
+    tmp_path: Path, models_dir: Path, media_dir: Path
+) -> None:
+    """`edged check` exits 78 at pipelines[0].sound_events.groups.dog[1], suggesting 'Bark'."""
+    cfg = base_config(tmp_path, models_dir, None)
+    cfg["sources"] = [{"name": "mic0", "kind": "wav", "uri": media_dir / CLIPS["charlie"]}]
+    cfg["pipelines"] = [
+        {
+            "name": "ears",
+            "source": "mic0",
+            "task": "audio",
+            "model": "yamnet",
+            "sound_events": {"groups": {"dog": ["Dog", "bark"]}},
+        }
+    ]
+    config = write_config(tmp_path / "c.toml", cfg)
+    result = subprocess.run(
+        [sys.executable, "-m", "edged", "check", "--offline", "--config", str(config)],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+    assert result.returncode == 78, result.stderr
+    assert "pipelines[0].sound_events.groups.dog[1]: 'bark' is not a label" in result.stderr
+    assert "'Bark'" in result.stderr
+    assert "groups.dog[0]" not in result.stderr
+
+
+@pytest.mark.parametrize(
+    ("groups", "problem"),
+    [
+        ({"do/g": ["Dog"]}, "group name 'do/g'"),
+        ({"dog": []}, "group 'dog' lists no labels"),
+    ],
+)
+def test_group_names_are_topic_segments_and_groups_are_not_empty(
+    groups: dict[str, list[str]], problem: str
+) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_settings(
+            None,
+            {
+                "sources": [{"name": "mic0", "kind": "microphone"}],
+                "pipelines": [
+                    {
+                        "name": "ears",
+                        "source": "mic0",
+                        "task": "audio",
+                        "model": "yamnet",
+                        "sound_events": {"groups": groups},
+                    }
+                ],
+            },
+        )
+    assert problem in str(info.value)
+    assert "pipelines[0].sound_events.groups" in str(info.value)
