@@ -295,3 +295,40 @@ def test_group_names_are_topic_segments_and_groups_are_not_empty(
         )
     assert problem in str(info.value)
     assert "pipelines[0].sound_events.groups" in str(info.value)
+
+
+def test_a_failing_event_publisher_is_counted_and_the_pipeline_goes_on(
+    task: AudioTask, media_dir: Path
+) -> None:
+    """emit_note raising (e.g. a broken outbox) costs the event message, not the thread."""
+    source = open_audio_source(
+        SourceSettings(name="mic0", kind="wav", uri=str(media_dir / CLIPS["chihuahua"])).model_copy(
+            update={"realtime": False}
+        )
+    )
+    settings = PipelineSettings.model_validate(
+        {
+            "name": "ears",
+            "source": "mic0",
+            "task": "audio",
+            "model": "yamnet",
+            "threshold": 1.0,
+            "sound_events": {"groups": {"dog": DOG}, "min_s": 0.0},
+        }
+    )
+
+    def broken(_pipeline: str, _source: str, _note: EventNote) -> None:
+        raise OSError(28, "No space left on device")
+
+    pipeline = AudioPipeline(settings, task, source.subscribe(), lambda *_: None, broken)
+    pipeline.start()
+    source.start()
+    try:
+        assert pipeline.finished.wait(20.0), pipeline.stats()
+    finally:
+        source.stop()
+        pipeline.stop()
+    stats = pipeline.stats()
+    assert stats.failures["events"] == 2  # the start, and the end at the end of the stream
+    assert stats.processed == 11  # every window but the one whose start failed
+    assert stats.status == "ended"
