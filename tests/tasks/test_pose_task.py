@@ -16,7 +16,7 @@ from edged.catalog.resolve import ResolvedModel, resolve
 from edged.check import Preflight, preflight
 from edged.decode.pose import COCO_KEYPOINTS
 from edged.errors import ModelError
-from edged.graph import two_stage_pose
+from edged.graph import Graph, two_stage_pose
 from edged.infer.base import Model
 from edged.infer.registry import load_model
 from edged.preprocess.image import Letterbox, preprocess
@@ -278,3 +278,46 @@ def test_people_group_gets_a_pose_per_person_from_configuration(
         for i, a in enumerate(poses):
             for b in poses[i + 1 :]:
                 assert iou(a.box, b.box) < 0.5
+
+
+def test_the_graph_builds_the_two_stage_task_from_the_detector_key(
+    models_dir: Path, media_dir: Path
+) -> None:
+    """`run`'s graph gives a pose pipeline with `detector` the two-stage task and owns both models."""
+    s = Settings.model_validate(
+        {
+            "models": {"dir": models_dir},
+            "sources": [{"name": "cam0", "kind": "images", "uri": str(media_dir / "squat.png")}],
+            "pipelines": [
+                {
+                    "name": "crowd",
+                    "source": "cam0",
+                    "task": "pose",
+                    "model": "movenet-lightning-int8",
+                    "detector": "yolox-nano-coco",
+                    "detector_threshold": 0.4,
+                    "max_people": 3,
+                },
+                {
+                    "name": "solo",
+                    "source": "cam0",
+                    "task": "pose",
+                    "model": "movenet-lightning-int8",
+                },
+            ],
+        }
+    )
+    checked = preflight(s, load_catalog(), connect_broker=False)
+    assert not checked.problems, checked.problems
+    graph = Graph.build(s, checked, lambda *_: None, lambda *_: None)
+    try:
+        crowd, solo = graph.pipelines["crowd"].task, graph.pipelines["solo"].task
+        assert isinstance(crowd, TwoStagePoseTask)
+        assert (crowd.detect_threshold, crowd.max_people, crowd.label) == (0.4, 3, "person")
+        assert isinstance(solo, PoseTask)
+        assert {r.name for r, _ in graph.models.values()} == {
+            "movenet-lightning-int8",
+            "yolox-nano-coco",
+        }
+    finally:
+        graph.close_models()
