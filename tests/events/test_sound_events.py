@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import numpy.typing as npt
 import pytest
 
 from edged.audio_pipeline import AudioPipeline
@@ -332,3 +333,48 @@ def test_a_failing_event_publisher_is_counted_and_the_pipeline_goes_on(
     assert stats.failures["events"] == 2  # the start, and the end at the end of the stream
     assert stats.processed == 11  # every window but the one whose start failed
     assert stats.status == "ended"
+
+
+def test_the_clip_holds_the_pre_roll_before_the_event(
+    task: AudioTask, media_dir: Path, tmp_path: Path
+) -> None:
+    """3 s of the JFK speech, then the chihuahua: the event starts at a window between 2 and
+    3 s, and its clip begins pre_roll_s (1 s) before that, in the speech."""
+    source = np.concatenate(
+        [
+            _read_pcm(media_dir / "speech_jfk.wav")[: 3 * 16000],
+            _read_pcm(media_dir / CLIPS["chihuahua"]),
+        ]
+    )
+    joined = tmp_path / "speech_then_bark.wav"
+    with wave.open(str(joined), "wb") as out:
+        out.setnchannels(1)
+        out.setsampwidth(2)
+        out.setframerate(16000)
+        out.writeframes(source.tobytes())
+    _, notes = _run(task, joined, min_s=0.0, clip_dir=str(tmp_path / "clips"), pre_roll_s=1.0)
+    assert [n.change.phase for n in notes] == ["start", "end"]
+    end = notes[1]
+    assert end.clip is not None
+    assert end.change.end is not None
+    with wave.open(end.clip) as clip:
+        samples = np.frombuffer(clip.readframes(clip.getnframes()), "<i2").astype(np.int32)
+    length = end.change.end - end.change.start
+    assert len(samples) / 16000 == pytest.approx(length + 1.0, abs=0.01)
+    # Which window started the event: the one whose preceding second the clip begins with.
+    hop = 7680
+    starts = [
+        k
+        for k in range(3, len(source) // hop)
+        if np.abs(samples[:16000] - source[k * hop - 16000 : k * hop]).max() <= 2
+    ]
+    assert len(starts) == 1, starts
+    (k,) = starts
+    print("event starts at", k * hop / 16000, "s; clip", len(samples) / 16000, "s")
+    assert 2.0 <= k * hop / 16000 <= 3.0  # the window reaching into the barking
+    assert k * hop - 16000 < 3 * 16000  # so the pre-roll is (mostly) the speech
+
+
+def _read_pcm(path: Path) -> npt.NDArray[np.int16]:
+    with wave.open(str(path)) as w:
+        return np.frombuffer(w.readframes(w.getnframes()), "<i2")
