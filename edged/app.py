@@ -33,6 +33,7 @@ from edged.catalog.catalog import load_catalog
 from edged.check import Preflight, preflight
 from edged.control import ControlPlane
 from edged.errors import CatalogError, ConfigError, EdgedError
+from edged.events.onoff import EventNote
 from edged.graph import Graph
 from edged.log import configure_logging
 from edged.notify import Notifier, watchdog_interval_s
@@ -105,7 +106,14 @@ class App:
         )
         self.results = ResultPublisher(settings, self.mqtt, self.outbox)
         self.results.stats_sections["mqtt"] = self.mqtt.stats
-        self.graph = Graph.build(settings, checked, self._emit, self._emit_audio, self._emit_events)
+        self.graph = Graph.build(
+            settings,
+            checked,
+            self._emit,
+            self._emit_audio,
+            self._emit_events,
+            emit_note=self._emit_note,
+        )
         # Hybrid offload (DESIGN §4): a gate on each opted-in pipeline, link probe, worker.
         self.offload = Offload(settings, self.results, self.emit_lock)
         self.offload.attach(self.graph)
@@ -155,6 +163,12 @@ class App:
 
     def _emit_events(self, pipeline: Pipeline, frame: Frame, events: list[TrackEvent]) -> None:
         self.results.publish_events(pipeline.name, frame, events)
+
+    def _emit_note(self, pipeline: str, source: str, note: EventNote) -> None:
+        # Sound and fall events: an event that started is always ended, even
+        # if the pipeline was disabled meanwhile (consumers key state on it).
+        with self.emit_lock:
+            self.results.publish_note(pipeline, source, note)
 
     def _emit_audio(
         self, pipeline: AudioPipeline, start: float, duration: float, result: AudioResult
@@ -311,7 +325,14 @@ class App:
             checked.close()
             return _refused([f"{k}: {m}" for k, m in checked.problems])
         try:
-            graph = Graph.build(new, checked, self._emit, self._emit_audio, self._emit_events)
+            graph = Graph.build(
+                new,
+                checked,
+                self._emit,
+                self._emit_audio,
+                self._emit_events,
+                emit_note=self._emit_note,
+            )
         except EdgedError as exc:
             checked.close()
             return _refused([str(exc)])

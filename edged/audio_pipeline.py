@@ -25,6 +25,8 @@ import structlog
 
 from edged.capture.audio import ChunkQueue
 from edged.decode.audio import ScoreSmoother
+from edged.events.onoff import EmitNote
+from edged.events.sound import SoundEvents
 from edged.preprocess.audio import Resampler, Windower
 from edged.settings import PipelineSettings
 from edged.stages import StageFailures, task_stage
@@ -68,9 +70,11 @@ class AudioPipelineStats:
     reason: str
     processed: int
     skipped: int
+    #: Windows the sound-event loudness gate kept from the model (counted in processed).
+    gated: int
     emitted: int
     errors: int
-    #: Failures by stage (resample, task, decode, emit, loop).
+    #: Failures by stage (resample, task, decode, emit, events, loop).
     failures: dict[str, int]
     #: Chunks the source dropped because this pipeline's queue was full.
     overruns: int
@@ -98,6 +102,7 @@ class AudioPipeline:
         task: AudioTaskLike,
         source_subscription: ChunkQueue,
         emit: AudioEmit,
+        emit_note: EmitNote | None = None,
     ) -> None:
         check_labels(task.labels, settings.labels)
         self.settings = settings
@@ -111,6 +116,13 @@ class AudioPipeline:
         self.max_backlog = max(1, round(BACKLOG_S / settings.hop_s))
         self._queue = source_subscription
         self._emit = emit
+        self._emit_note = emit_note
+        #: Sound events (``[pipelines.sound_events]``); None when no group is watched.
+        self.sound = (
+            SoundEvents(self.name, settings.sound_events, task.labels, task.rate, self.duration_s)
+            if settings.sound_events.groups
+            else None
+        )
         self._allow = frozenset(settings.labels)
         self._windower = Windower(task.window, self.hop)
         self._smoother = ScoreSmoother(settings.smoothing)
@@ -183,6 +195,7 @@ class AudioPipeline:
                 self._stop.wait(0.1)
         if self.status == "running":
             self.status = "stopped" if self._stop.is_set() else "ended"
+        self._close_sound_events()
         log.info(
             "pipeline_finished", processed=self.processed, skipped=self.skipped, status=self.status
         )
@@ -213,6 +226,8 @@ class AudioPipeline:
         self._marks.append((position, chunk.ts, chunk.mono))
         self._in_samples += len(chunk.samples)
         self._windower.push(samples)
+        if self.sound is not None:
+            self.sound.push(samples)
         self._audio_s += len(chunk.samples) / chunk.rate
         self._busy_s += time.monotonic() - started
 
@@ -228,6 +243,8 @@ class AudioPipeline:
             self._resampler.reset()
         self._windower.reset()
         self._smoother.reset()
+        if self.sound is not None:
+            self.sound.reset_stream()
         self._marks.clear()
         self._in_samples = 0
 
@@ -288,6 +305,10 @@ class AudioPipeline:
     def _classify(self, index: int, window: npt.NDArray[np.float32]) -> None:
         ts, mono = self._time_of(index)
         started = time.monotonic()
+        if self.sound is not None and self.sound.quiet(window):
+            self._sound_events(ts, index, None)  # gated: below threshold, no inference
+            self.processed += 1
+            return
         try:
             result = self.task(window, self.settings.top_k, self._allow, self._smoother)
         # A bad window must not kill the pipeline thread; counted in failures (edged.stages).
@@ -295,6 +316,8 @@ class AudioPipeline:
             self.failures.failed(task_stage(exc), exc)
             return
         done = time.monotonic()
+        if self.sound is not None and not self._sound_events(ts, index, result.scores):
+            return
         try:
             if result.top_score >= self.threshold:
                 self._emit(self, ts, self.duration_s, result)
@@ -311,6 +334,32 @@ class AudioPipeline:
         self._infer_ms.append(result.timing.infer)
         self._latency_ms.append((done - (mono + self.duration_s)) * 1e3)
 
+    def _sound_events(self, ts: float, index: int, scores: npt.NDArray[np.float32] | None) -> bool:
+        """Feed one window to the sound events and publish their changes; False on failure."""
+        assert self.sound is not None
+        try:
+            notes = self.sound.observe(ts, index, scores)
+            if self._emit_note is not None:
+                for note in notes:
+                    self._emit_note(self.name, self.settings.source, note)
+        # Counted in failures (edged.stages); the next window goes on.
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed("events", exc)
+            return False
+        return True
+
+    def _close_sound_events(self) -> None:
+        """End open sound events when the stream ends or the pipeline stops."""
+        if self.sound is None:
+            return
+        try:
+            notes = self.sound.close()
+            if self._emit_note is not None:
+                for note in notes:
+                    self._emit_note(self.name, self.settings.source, note)
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed("events", exc)
+
     def stats(self) -> AudioPipelineStats:
         """Counters and percentiles over the last few hundred windows."""
         done = list(self._done_mono)
@@ -322,6 +371,7 @@ class AudioPipeline:
             reason=self.health[1],
             processed=self.processed,
             skipped=self.skipped,
+            gated=self.sound.gated if self.sound is not None else 0,
             emitted=self.emitted,
             errors=self.errors,
             failures=dict(self.failures.by_stage),

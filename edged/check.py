@@ -46,11 +46,14 @@ class Preflight:
     problems: list[Problem] = field(default_factory=list)
     warnings: list[Problem] = field(default_factory=list)
     models: dict[str, tuple[ResolvedModel, Model]] = field(default_factory=dict)
+    #: Person detectors of pose pipelines (``detector``), by pipeline name.
+    detectors: dict[str, tuple[ResolvedModel, Model]] = field(default_factory=dict)
 
     def close(self) -> None:
-        for _, model in self.models.values():
+        for _, model in [*self.models.values(), *self.detectors.values()]:
             model.close()
         self.models.clear()
+        self.detectors.clear()
 
 
 def _check_labels(key: str, p: PipelineSettings, resolved: ResolvedModel, out: Preflight) -> None:
@@ -68,6 +71,12 @@ def _check_labels(key: str, p: PipelineSettings, resolved: ResolvedModel, out: P
         problem = unknown_label(name, resolved.labels, p.task)
         if problem is not None:
             out.problems.append((f"{key}.labels[{j}]", problem + see))
+    # Sound-event groups name labels the same way (a typo never fires).
+    for group, names in p.sound_events.groups.items():
+        for j, name in enumerate(names):
+            problem = unknown_label(name, resolved.labels, p.task)
+            if problem is not None:
+                out.problems.append((f"{key}.sound_events.groups.{group}[{j}]", problem + see))
 
 
 def _check_pipeline(
@@ -101,6 +110,37 @@ def _check_pipeline(
         out.problems.append((f"{key}.model", str(exc)))
         return
     out.models[p.name] = (resolved, model)
+    if p.detector:
+        _check_detector(key, p, settings, catalog, out)
+
+
+def _check_detector(
+    key: str, p: PipelineSettings, settings: Settings, catalog: Catalog, out: Preflight
+) -> None:
+    """Resolve, load and verify a pose pipeline's person detector like a main model."""
+    # The detector is resolved as the model of a detection pipeline, so a
+    # catalog entry of another task is refused by name ("is a pose model…").
+    as_detection = p.model_copy(
+        update={"model": p.detector, "task": "detection", "decoder": "", "label_file": None}
+    )
+    try:
+        resolved = resolve(as_detection, settings, catalog)
+        if resolved.labels and "person" not in resolved.labels:
+            out.problems.append(
+                (f"{key}.detector", f"model {p.detector!r} has no 'person' label to detect people")
+            )
+            return
+        model = load_model(resolved.path, runtime=resolved.runtime, threads=p.threads)
+    except EdgedError as exc:
+        out.problems.append((f"{key}.detector", str(exc)))
+        return
+    try:
+        build_task(as_detection, resolved, model)
+    except EdgedError as exc:
+        model.close()
+        out.problems.append((f"{key}.detector", str(exc)))
+        return
+    out.detectors[p.name] = (resolved, model)
 
 
 def _check_sources(settings: Settings, out: Preflight) -> None:

@@ -15,6 +15,7 @@ from pydantic.fields import FieldInfo
 
 from edged.settings import (
     CommandsSettings,
+    FallSettings,
     MetricsSettings,
     ModelsSettings,
     MqttSettings,
@@ -23,6 +24,7 @@ from edged.settings import (
     PipelineOffloadSettings,
     PipelineSettings,
     Settings,
+    SoundEventSettings,
     SourceSettings,
 )
 
@@ -34,6 +36,8 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[[sources]]", SourceSettings, ""),
     ("[[pipelines]]", PipelineSettings, ""),
     ("[pipelines.offload]", PipelineOffloadSettings, ""),
+    ("[pipelines.fall]", FallSettings, ""),
+    ("[pipelines.sound_events]", SoundEventSettings, ""),
     ("[offload]", OffloadSettings, "EDGED_OFFLOAD__"),
     ("[metrics]", MetricsSettings, "EDGED_METRICS__"),
     ("[commands]", CommandsSettings, "EDGED_COMMANDS__"),

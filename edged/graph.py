@@ -21,10 +21,13 @@ from edged.capture.audio_factory import open_audio_source
 from edged.capture.base import VideoSource
 from edged.capture.factory import open_video_source
 from edged.check import Preflight
+from edged.events.onoff import EmitNote
 from edged.pipeline import Emit, EmitEvents, Pipeline
 from edged.sched import fills_every_core
-from edged.settings import Settings
+from edged.settings import PipelineSettings, Settings
 from edged.tasks import VisionTask, build_task
+from edged.tasks.detection import DetectionTask
+from edged.tasks.pose import PoseTask, TwoStagePoseTask
 
 if TYPE_CHECKING:
     from edged.catalog.resolve import ResolvedModel
@@ -82,6 +85,8 @@ class Graph:
         emit: Emit,
         emit_audio: AudioEmit,
         emit_events: EmitEvents | None = None,
+        *,
+        emit_note: EmitNote | None = None,
     ) -> Graph:
         """Create (but do not start) every source and pipeline."""
         video: dict[str, VideoSource] = {}
@@ -90,20 +95,28 @@ class Graph:
         for p in settings.pipelines:
             resolved, model = checked.models[p.name]
             task = build_task(p, resolved, model)
+            if p.name in checked.detectors:
+                task = two_stage_pose(p, cast(PoseTask, task), checked.detectors[p.name])
             src = settings.source(p.source)
             if src.kind in AUDIO_KINDS:
                 if p.source not in audio:
                     audio[p.source] = open_audio_source(src)
                 queue = audio[p.source].subscribe()
-                pipelines[p.name] = AudioPipeline(p, cast(AudioTaskLike, task), queue, emit_audio)
+                pipelines[p.name] = AudioPipeline(
+                    p, cast(AudioTaskLike, task), queue, emit_audio, emit_note
+                )
             else:
                 if p.source not in video:
                     video[p.source] = open_video_source(src)
                 # A model using every core gets its frames read on demand:
                 # decoding beside it would only slow its inference down.
                 slot = video[p.source].subscribe(on_demand=fills_every_core(p.threads))
-                pipelines[p.name] = Pipeline(p, cast(VisionTask, task), slot, emit, emit_events)
-        return cls(settings, video, audio, pipelines, dict(checked.models))
+                pipelines[p.name] = Pipeline(
+                    p, cast(VisionTask, task), slot, emit, emit_events, emit_note=emit_note
+                )
+        models = dict(checked.models)
+        models |= {f"{name} detector": m for name, m in checked.detectors.items()}
+        return cls(settings, video, audio, pipelines, models)
 
     def start(self) -> None:
         """Start pipelines first, so no source produces before its readers exist."""
@@ -146,3 +159,15 @@ class Graph:
     def each(self, fn: Callable[[Pipeline | AudioPipeline], None]) -> None:
         for p in self.pipelines.values():
             fn(p)
+
+
+def two_stage_pose(
+    p: PipelineSettings, pose: PoseTask, detector: tuple[ResolvedModel, Model]
+) -> TwoStagePoseTask:
+    """The multi-person pose task of a pose pipeline that names a ``detector``."""
+    return TwoStagePoseTask(
+        DetectionTask(*detector),
+        pose,
+        detect_threshold=p.detector_threshold,
+        max_people=p.max_people,
+    )

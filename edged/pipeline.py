@@ -8,6 +8,7 @@ bounded by one inference instead of growing without limit.
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 import time
 from collections import deque
@@ -18,13 +19,15 @@ from typing import TYPE_CHECKING
 import structlog
 
 from edged.capture.slot import LatestSlot
+from edged.events.fall import FallWatch
+from edged.events.onoff import EmitNote, EventNote
 from edged.gate.motion import MotionGate
 from edged.policy import PublishPolicy
 from edged.settings import PipelineSettings
 from edged.stages import StageFailures, task_stage
 from edged.tasks import VisionResult, VisionTask
 from edged.track.tracker import Tracker, TrackEvent
-from edged.types import Detection, Frame
+from edged.types import Detection, Frame, Pose
 
 if TYPE_CHECKING:
     from edged.offload.policy import OffloadGate
@@ -82,6 +85,8 @@ class Pipeline:
         slot: LatestSlot[Frame],
         emit: Emit,
         emit_events: EmitEvents | None = None,
+        *,
+        emit_note: EmitNote | None = None,
     ) -> None:
         self.settings = settings
         self.name = settings.name
@@ -101,6 +106,8 @@ class Pipeline:
         # which is also the best "something changed" signal for publish=changes.
         self._tracker = Tracker() if settings.track and task.kind == "detections" else None
         self._labels = frozenset(settings.labels)
+        self._emit_note = emit_note
+        self._pose_tracker, self._falls = self._pose_tracking(settings, task)
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name=f"pipeline-{self.name}", daemon=True
@@ -140,6 +147,49 @@ class Pipeline:
         self._slot.close()
         self._thread.join(timeout)
 
+    @staticmethod
+    def _pose_tracking(
+        settings: PipelineSettings, task: VisionTask
+    ) -> tuple[Tracker | None, FallWatch | None]:
+        """Tracker and fall watch of a pose pipeline with a person detector or fall events."""
+        if task.kind != "pose" or not (settings.detector or settings.fall.enabled):
+            return None, None
+        # min_hits=1: every pose gets an id from its first frame on; the
+        # fall rule's min_s, not the tracker, debounces events.
+        tracker = Tracker(min_hits=1) if settings.track or settings.fall.enabled else None
+        return tracker, FallWatch(settings.fall) if settings.fall.enabled else None
+
+    def _track_poses(self, frame: Frame, result: VisionResult) -> VisionResult:
+        """Give each pose its person's track id; feed the fall watch; publish its events."""
+        if self._pose_tracker is None:
+            return result
+        poses = [p for p in result.items if isinstance(p, Pose)]
+        people = [Detection("person", 0, p.score, p.box) for p in poses]
+        tracks, events = self._pose_tracker.update(people, frame.mono)
+        # A matched track takes its detection's box as is, at this frame's time.
+        ids = {t.box: t.id for t in tracks if t.last_ts == frame.mono}
+        tracked = tuple(dataclasses.replace(p, track_id=ids.get(p.box)) for p in poses)
+        if self._falls is not None:
+            ended = [e.track.id for e in events if e.kind == "end"]
+            notes = self._falls.observe(frame.ts, frame.width, frame.height, tracked, ended)
+            self._publish_notes(frame.source, notes)
+        return VisionResult(result.kind, tracked, result.timing)
+
+    def _publish_notes(self, source: str, notes: list[EventNote]) -> None:
+        if self._emit_note is not None:
+            for note in notes:
+                self._emit_note(self.name, source, note)
+
+    def _close_falls(self) -> None:
+        """End open fall events when the pipeline stops or its source ends."""
+        if self._falls is None:
+            return
+        try:
+            self._publish_notes(self.settings.source, self._falls.close())
+        # Counted in failures (edged.stages); the thread is ending anyway.
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed("emit", exc)
+
     def _filter(self, result: VisionResult) -> VisionResult:
         if not self._labels or result.kind != "detections":
             return result
@@ -176,6 +226,7 @@ class Pipeline:
         self._latency_ms.append((done - frame.mono) * 1e3)
         stage = "track"
         try:
+            result = self._track_poses(frame, result)
             changed: bool | None = None
             if self._tracker is not None:
                 dets = [d for d in result.items if isinstance(d, Detection)]
@@ -250,6 +301,7 @@ class Pipeline:
                     self._emit_events(self, frame_seen, last)
             except Exception as exc:  # noqa: BLE001
                 self.failures.failed("emit", exc)
+        self._close_falls()
         log.info("pipeline_finished", processed=self.processed, status=self.status)
         self.finished.set()
 

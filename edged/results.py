@@ -24,10 +24,12 @@ import structlog
 
 from edged.catalog.resolve import ResolvedModel
 from edged.errors import EdgedError
+from edged.events.onoff import EventNote
 from edged.label.nutrition import published_label
 from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import (
     DetectionResult,
+    EventMedia,
     EventResult,
     Message,
     ModelRef,
@@ -173,6 +175,36 @@ class ResultPublisher:
                 data={"hits": t.hits, "frame": frame.id},
             )
             self.sink.accept(ResultEnvelope.of(self.topics, payload))
+
+    def publish_note(self, pipeline: str, source: str, note: EventNote) -> None:
+        """Publish one phase of a sound or fall event on ``…/<pipeline>/events``."""
+        c = note.change
+        media = (
+            EventMedia(clip=note.clip, clip_duration_s=note.clip_s)
+            if note.clip is not None
+            else None
+        )
+        payload = EventResult(
+            ts=iso_utc(c.ts),
+            device=self._settings.device_id,
+            pipeline=pipeline,
+            source=source,
+            model=self._refs.get(pipeline),
+            event=c.phase,
+            type=note.type,
+            event_id=c.event_id,
+            label=note.label,
+            track_id=note.track_id,
+            start=iso_utc(c.start),
+            end=iso_utc(c.end) if c.end is not None else None,
+            duration_s=round(max(0.0, (c.end if c.end is not None else c.ts) - c.start), 2),
+            score=min(1.0, max(0.0, c.score)),
+            top_score=min(1.0, max(0.0, c.top_score)),
+            box=note.box,
+            media=media,
+            data=note.data,
+        )
+        self.sink.accept(ResultEnvelope.of(self.topics, payload))
 
     def publish_audio(
         self, pipeline: str, source: str, start: float, duration: float, result: AudioResult

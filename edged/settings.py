@@ -259,6 +259,112 @@ class PipelineOffloadSettings(_Section):
         return self
 
 
+#: Sound-event loudness gate value that means "off" (quieter than any 16-bit recording).
+GATE_OFF_DBFS = -120.0
+
+
+class SoundEventSettings(_Section):
+    """Audio: sound events from groups of the model's labels (README "Events").
+
+    A group's score in a window is the best score of its labels. An event
+    starts once the score stays at or above ``threshold`` for ``min_s``
+    (consecutive windows) and ends once it has stayed below for
+    ``hangover_s``; its ``end`` time is the end of the last window above.
+    """
+
+    groups: dict[str, list[str]] = Field(
+        default_factory=dict,
+        description="Watched label groups: group name (a topic segment) -> the model's label "
+        'names, e.g. dog = ["Dog", "Bark", "Howl"]; empty: no sound events.',
+    )
+    threshold: float = Field(0.5, ge=0, le=1, description="Score a group must reach.")
+    min_s: float = Field(
+        0.5, ge=0, le=600, description="Seconds above threshold before an event starts."
+    )
+    hangover_s: float = Field(
+        2.0, ge=0, le=600, description="Seconds below threshold before an event ends."
+    )
+    update_s: float = Field(
+        0.0,
+        ge=0,
+        le=DAY_S,
+        description="Publish an 'update' of an open event at most this often, s (0: none).",
+    )
+    gate_dbfs: float = Field(
+        GATE_OFF_DBFS,
+        ge=GATE_OFF_DBFS,
+        le=0,
+        description="Loudness gate: windows quieter than this (RMS, dBFS) skip inference and "
+        "count as below threshold; -120 turns the gate off.",
+    )
+    clip_dir: OptPath = Field(
+        None, description="Write a WAV clip of each event here (unset: no clips)."
+    )
+    pre_roll_s: float = Field(2.0, ge=0, le=30, description="Clip: audio kept before the start, s.")
+    max_clip_s: float = Field(
+        30.0,
+        ge=1,
+        le=600,
+        description="Clip: longest clip, s (a longer event keeps its last part).",
+    )
+    clip_max_mb: float = Field(
+        64.0, ge=0.01, le=TIB_IN_MIB, description="Clip directory size bound, MiB; oldest first."
+    )
+
+    @field_validator("groups")
+    @classmethod
+    def _groups_ok(cls, v: dict[str, list[str]]) -> dict[str, list[str]]:
+        for name, labels in v.items():
+            try:
+                check_segment(name)
+            except ValueError as exc:
+                raise ValueError(f"group name {name!r} {exc}") from None
+            if not labels:
+                raise ValueError(f"group {name!r} lists no labels")
+            for label in labels:
+                _no_control(label)
+        return v
+
+
+class FallSettings(_Section):
+    """Pose: a ``fall`` event when a tracked person lies (README "Events").
+
+    A person *lies* in a frame when the torso (shoulder midpoint to hip
+    midpoint) is more than ``angle_deg`` from vertical AND the pose's box is
+    at least ``aspect`` times wider than tall. Lying for ``min_s`` starts the
+    event; not lying for ``hangover_s`` (or the track ending) ends it.
+    """
+
+    enabled: bool = Field(False, description="Publish fall events (pose pipelines).")
+    angle_deg: float = Field(
+        45.0, ge=10, le=90, description="Torso angle from vertical above which it counts, deg."
+    )
+    aspect: float = Field(
+        1.2, ge=0.2, le=10, description="Box width / height at or above which it counts."
+    )
+    min_s: float = Field(2.0, ge=0, le=600, description="Seconds lying before the event starts.")
+    hangover_s: float = Field(
+        2.0, ge=0, le=600, description="Seconds not lying before the event ends."
+    )
+    keypoint_score: float = Field(
+        0.3, ge=0, le=1, description="Shoulders and hips count when their score reaches this."
+    )
+    still_move: float = Field(
+        0.02,
+        ge=0,
+        le=1,
+        description="No-motion: mean keypoint movement below this (fraction of the frame) "
+        "counts as still.",
+    )
+    still_s: float = Field(
+        10.0,
+        ge=0.1,
+        le=DAY_S,
+        description="No-motion: a lying person still for this long gets one 'update' with "
+        "data.still = true, s.",
+    )
+
+
 class PipelineSettings(_Section):
     """Source → model → results. One model per pipeline."""
 
@@ -316,13 +422,31 @@ class PipelineSettings(_Section):
         le=DAY_S,
         description="Motion gate: run inference at least this often anyway, seconds.",
     )
-    track: bool = Field(True, description="Detection: track objects and publish events.")
+    track: bool = Field(
+        True,
+        description="Detection: track objects and publish events. Pose with a detector: give "
+        "each person a track_id.",
+    )
     hop_s: float = Field(0.48, ge=0.01, le=10, description="Audio: step between windows, seconds.")
     top_k: int = Field(5, ge=1, le=50, description="Audio: classes reported per window.")
     smoothing: int = Field(
         1, ge=1, le=20, description="Audio: average scores over this many windows (1 = off)."
     )
     offload: PipelineOffloadSettings = Field(default_factory=PipelineOffloadSettings)
+    detector: Text = Field(
+        "",
+        max_length=_PATH_MAX,
+        description="Pose: a person detector (catalog detection model) for several people; "
+        "each person is cropped, posed and tracked.",
+    )
+    detector_threshold: float = Field(
+        0.5, ge=0, le=1, description="Pose with detector: minimum person detection score."
+    )
+    max_people: int = Field(
+        5, ge=1, le=50, description="Pose with detector: people posed per frame (best first)."
+    )
+    fall: FallSettings = Field(default_factory=FallSettings)
+    sound_events: SoundEventSettings = Field(default_factory=SoundEventSettings)
 
     @field_validator("name")
     @classmethod
@@ -344,6 +468,19 @@ class PipelineSettings(_Section):
             raise ValueError(
                 f"offload.enabled: offload is implemented for detection pipelines only, "
                 f"not {self.task!r}; set offload.enabled = false for this pipeline"
+            )
+        return self
+
+    @model_validator(mode="after")
+    def _event_task_ok(self) -> PipelineSettings:
+        # Options of another task would be silently ignored: refuse them by key.
+        if self.detector and self.task != "pose":
+            raise ValueError(f"detector: only pose pipelines use a detector, not {self.task!r}")
+        if self.fall.enabled and self.task != "pose":
+            raise ValueError(f"fall.enabled: fall events need a pose pipeline, not {self.task!r}")
+        if self.sound_events.groups and self.task != "audio":
+            raise ValueError(
+                f"sound_events.groups: sound events need an audio pipeline, not {self.task!r}"
             )
         return self
 

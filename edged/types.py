@@ -79,6 +79,8 @@ class Pose:
     score: float
     box: Box
     keypoints: tuple[Keypoint, ...]
+    #: The tracker's id of this person (pose pipelines with a person detector).
+    track_id: int | None = None
 
 
 @dataclass(frozen=True, slots=True)

@@ -195,6 +195,9 @@ class PoseItem(_Payload):
     score: Score
     box: NormBox
     keypoints: list[KeypointItem]
+    track_id: int | None = Field(
+        None, ge=0, description="Tracker id of this person (pose with a person detector)."
+    )
 
     @classmethod
     def of(cls, p: Pose) -> PoseItem:
@@ -202,6 +205,7 @@ class PoseItem(_Payload):
             score=p.score,
             box=p.box,
             keypoints=[KeypointItem(name=k.name, x=k.x, y=k.y, score=k.score) for k in p.keypoints],
+            track_id=p.track_id,
         )
 
 

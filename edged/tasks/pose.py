@@ -14,6 +14,7 @@ from edged.errors import ModelError
 from edged.infer.base import Model
 from edged.tasks import Timing, VisionResult, VisionTask
 from edged.tasks.detection import ModelTask, check_expectation, pick_decoder
+from edged.track.tracker import iou
 from edged.types import Box, Detection, Frame, Keypoint, Pose
 
 
@@ -38,6 +39,11 @@ class TwoStagePoseTask:
     so that raised arms and feet stay inside, gives every person the model's
     full input resolution. Cost grows with the number of people, so it is
     capped by ``max_people`` (highest detection scores first).
+
+    A detector may report one person twice (SSD does, with overlapping boxes
+    around a person lying down): the crops then give the same skeleton, so a
+    pose whose box overlaps an already kept one by ``same_iou`` or more is
+    dropped, keeping the one of the better detection.
     """
 
     kind = "pose"
@@ -51,6 +57,7 @@ class TwoStagePoseTask:
         detect_threshold: float = 0.5,
         margin: float = 0.15,
         max_people: int = 5,
+        same_iou: float = 0.5,
     ) -> None:
         if detector.kind != "detections":
             raise ModelError(f"two-stage pose needs a detection task, got {detector.kind!r}")
@@ -60,6 +67,7 @@ class TwoStagePoseTask:
         self.detect_threshold = detect_threshold
         self.margin = margin
         self.max_people = max_people
+        self.same_iou = same_iou
 
     def _crop(self, frame: Frame, box: Box) -> tuple[int, int, int, int]:
         """Pixel bounds of ``box`` grown by ``margin`` on each side, inside the frame."""
@@ -91,7 +99,11 @@ class TwoStagePoseTask:
             )
             sx, sy = (x1 - x0) / frame.width, (y1 - y0) / frame.height
             ox, oy = x0 / frame.width, y0 / frame.height
-            poses += [_uncrop(p, ox, oy, sx, sy) for p in result.items if isinstance(p, Pose)]
+            for p in result.items:
+                if isinstance(p, Pose):
+                    pose = _uncrop(p, ox, oy, sx, sy)
+                    if all(iou(pose.box, kept.box) < self.same_iou for kept in poses):
+                        poses.append(pose)
         return VisionResult(self.kind, tuple(poses), Timing(pre, infer, post))
 
 

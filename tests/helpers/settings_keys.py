@@ -20,6 +20,8 @@ _PATHS: dict[str, tuple[str | int, ...]] = {
     "[[sources]]": ("sources", 0),
     "[[pipelines]]": ("pipelines", 0),
     "[pipelines.offload]": ("pipelines", 0, "offload"),
+    "[pipelines.fall]": ("pipelines", 0, "fall"),
+    "[pipelines.sound_events]": ("pipelines", 0, "sound_events"),
 }
 
 
