@@ -15,6 +15,8 @@ from pydantic.fields import FieldInfo
 
 from edged.settings import (
     CommandsSettings,
+    LineSettings,
+    MaskSettings,
     MetricsSettings,
     ModelsSettings,
     MqttSettings,
@@ -24,6 +26,7 @@ from edged.settings import (
     PipelineSettings,
     Settings,
     SourceSettings,
+    ZoneSettings,
 )
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
@@ -34,6 +37,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[[sources]]", SourceSettings, ""),
     ("[[pipelines]]", PipelineSettings, ""),
     ("[pipelines.offload]", PipelineOffloadSettings, ""),
+    ("[[pipelines.zones]]", ZoneSettings, ""),
+    ("[[pipelines.masks]]", MaskSettings, ""),
+    ("[[pipelines.lines]]", LineSettings, ""),
     ("[offload]", OffloadSettings, "EDGED_OFFLOAD__"),
     ("[metrics]", MetricsSettings, "EDGED_METRICS__"),
     ("[commands]", CommandsSettings, "EDGED_COMMANDS__"),
@@ -105,7 +111,7 @@ def reference_markdown() -> str:
         for name, info in model.model_fields.items():
             if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
                 continue  # a nested section, documented under its own heading
-            if name in ("sources", "pipelines"):
+            if name in ("sources", "pipelines", "zones", "masks", "lines"):
                 continue
             desc = (info.description or "").replace("|", "\\|")
             out.append(
