@@ -230,7 +230,7 @@ class Pipeline:
         return result
 
     def _zones_end(self, frame: Frame | None) -> None:
-        """At the end of the pipeline every track is gone: empty every zone."""
+        """Empty every zone: the pipeline ended, or is disabled and sees nothing."""
         if self.zones is None or frame is None:
             return
         try:
@@ -263,7 +263,11 @@ class Pipeline:
                     if self._slot.closed:
                         break
                     continue
-                if not self.enabled or not self._gate_passes(frame):
+                if not self.enabled:
+                    # A disabled pipeline sees nothing: its zones must not stay ON.
+                    self._zones_end(frame)
+                    continue
+                if not self._gate_passes(frame):
                     continue
                 started = time.monotonic()
                 if self._process(frame):

@@ -158,3 +158,38 @@ def test_a_mask_drops_detections_before_tracking_and_publishing(
     assert any(left(r) for r in plain.results)  # the photo has people on the left
     assert not any(left(r) for r in masked.results)
     assert any(r.items for r in masked.results)  # and on the right, kept
+
+
+def test_disabling_the_pipeline_empties_its_zones(
+    task: DetectionTask, images: dict[str, npt.NDArray[np.uint8]]
+) -> None:
+    """People in the zone, then 'disable': the next frame turns the zone OFF while the
+    pipeline still runs (not only when it ends)."""
+    config = PipelineSettings.model_validate(
+        {
+            "name": "door",
+            "source": "cam0",
+            "task": "detection",
+            "model": "ssd-mobilenet-v1-coco-int8",
+            "max_fps": 240,
+            "zones": [{"name": "room", "polygon": WHOLE}],
+        }
+    )
+    rec = Recorder()
+    slot: LatestSlot[Frame] = LatestSlot()
+    pipeline = Pipeline(config, task, slot, rec.emit)
+    pipeline.emit_zones = rec.zones
+    pipeline.start()
+    try:
+        for n in range(3):
+            slot.put(Frame(n, time.time(), n * 0.1, "cam0", images["people"]))
+            wait(lambda n=n: pipeline.processed > n)
+        assert rec.occupied() == [False, True]
+        pipeline.enabled = False  # what the 'disable' command does
+        slot.put(Frame(3, time.time(), 0.3, "cam0", images["people"]))
+        wait(lambda: len(rec.occupied()) == 3, 10)
+        assert rec.occupied() == [False, True, False]
+        assert pipeline.processed == 3
+        assert pipeline.status == "running"
+    finally:
+        pipeline.stop()
