@@ -50,6 +50,7 @@ from edged.tasks import VisionResult
 from edged.tasks.audio import AudioResult
 from edged.track.tracker import TrackEvent
 from edged.types import Frame
+from edged.zones.stage import ZoneUpdate
 
 log = structlog.get_logger(__name__)
 
@@ -114,6 +115,7 @@ class App:
             self._emit_events,
             emit_note=self._emit_note,
         )
+        self._attach_zones(self.graph)
         # Hybrid offload (DESIGN §4): a gate on each opted-in pipeline, link probe, worker.
         self.offload = Offload(settings, self.results, self.emit_lock)
         self.offload.attach(self.graph)
@@ -162,7 +164,18 @@ class App:
             return None
 
     def _emit_events(self, pipeline: Pipeline, frame: Frame, events: list[TrackEvent]) -> None:
-        self.results.publish_events(pipeline.name, frame, events)
+        zones_of = pipeline.zones.occupancy.zones_of if pipeline.zones is not None else None
+        self.results.publish_events(pipeline.name, frame, events, zones_of)
+
+    def _attach_zones(self, graph: Graph) -> None:
+        """Route each vision pipeline's zone changes to its occupancy topics and line events."""
+        for p in graph.pipelines.values():
+            if isinstance(p, Pipeline) and p.zones is not None:
+                p.emit_zones = self._emit_zones
+
+    def _emit_zones(self, pipeline: Pipeline, frame: Frame, update: ZoneUpdate) -> None:
+        assert pipeline.zones is not None
+        self.results.publish_zones(pipeline.name, frame, update, pipeline.zones.occupancy.zones_of)
 
     def _emit_note(self, pipeline: str, source: str, note: EventNote) -> None:
         # Sound and fall events: an event that started is always ended, even
@@ -337,6 +350,7 @@ class App:
             checked.close()
             return _refused([str(exc)])
         self.offload.attach(graph)
+        self._attach_zones(graph)
         with self._lock:
             old = self.graph
             old.stop(time.monotonic() + 5.0)

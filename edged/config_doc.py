@@ -16,6 +16,8 @@ from pydantic.fields import FieldInfo
 from edged.settings import (
     CommandsSettings,
     FallSettings,
+    LineSettings,
+    MaskSettings,
     MetricsSettings,
     ModelsSettings,
     MqttSettings,
@@ -26,6 +28,7 @@ from edged.settings import (
     Settings,
     SoundEventSettings,
     SourceSettings,
+    ZoneSettings,
 )
 
 SECTIONS: list[tuple[str, type[BaseModel], str]] = [
@@ -38,6 +41,9 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[pipelines.offload]", PipelineOffloadSettings, ""),
     ("[pipelines.fall]", FallSettings, ""),
     ("[pipelines.sound_events]", SoundEventSettings, ""),
+    ("[[pipelines.zones]]", ZoneSettings, ""),
+    ("[[pipelines.masks]]", MaskSettings, ""),
+    ("[[pipelines.lines]]", LineSettings, ""),
     ("[offload]", OffloadSettings, "EDGED_OFFLOAD__"),
     ("[metrics]", MetricsSettings, "EDGED_METRICS__"),
     ("[commands]", CommandsSettings, "EDGED_COMMANDS__"),
@@ -109,7 +115,7 @@ def reference_markdown() -> str:
         for name, info in model.model_fields.items():
             if isinstance(info.annotation, type) and issubclass(info.annotation, BaseModel):
                 continue  # a nested section, documented under its own heading
-            if name in ("sources", "pipelines"):
+            if name in ("sources", "pipelines", "zones", "masks", "lines"):
                 continue
             desc = (info.description or "").replace("|", "\\|")
             out.append(

@@ -26,8 +26,9 @@ from edged.policy import PublishPolicy
 from edged.settings import PipelineSettings
 from edged.stages import StageFailures, task_stage
 from edged.tasks import VisionResult, VisionTask
-from edged.track.tracker import Tracker, TrackEvent
+from edged.track.tracker import Track, Tracker, TrackEvent
 from edged.types import Detection, Frame, Pose
+from edged.zones.stage import ZoneStage, ZoneUpdate
 
 if TYPE_CHECKING:
     from edged.offload.policy import OffloadGate
@@ -39,6 +40,8 @@ log = structlog.get_logger(__name__)
 Emit = Callable[["Pipeline", Frame, VisionResult], str | None]
 #: Called with the tracker's events (new / update / end) of one frame.
 EmitEvents = Callable[["Pipeline", Frame, list[TrackEvent]], None]
+#: Called with what a frame changed in the pipeline's zones and lines (README "Zones").
+EmitZones = Callable[["Pipeline", Frame, ZoneUpdate], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -108,6 +111,11 @@ class Pipeline:
         self._labels = frozenset(settings.labels)
         self._emit_note = emit_note
         self._pose_tracker, self._falls = self._pose_tracking(settings, task)
+        #: Masks, zones and lines (None when the pipeline has none); zones and
+        #: lines need the tracker, which settings validation guarantees.
+        self.zones = ZoneStage.of(settings)
+        #: Where zone changes go; set by the app (occupancy topics, line events).
+        self.emit_zones: EmitZones | None = None
         self._stop = threading.Event()
         self._thread = threading.Thread(
             target=self._loop, name=f"pipeline-{self.name}", daemon=True
@@ -191,6 +199,8 @@ class Pipeline:
             self.failures.failed("emit", exc)
 
     def _filter(self, result: VisionResult) -> VisionResult:
+        if self.zones is not None:
+            result = self.zones.mask(result)
         if not self._labels or result.kind != "detections":
             return result
         items = tuple(
@@ -231,7 +241,10 @@ class Pipeline:
             if self._tracker is not None:
                 dets = [d for d in result.items if isinstance(d, Detection)]
                 # Monotonic time: a wall-clock step must not age every track out at once.
-                _, events = self._tracker.update(dets, frame.mono)
+                tracks, events = self._tracker.update(dets, frame.mono)
+                if self.zones is not None:
+                    stage = "zones"
+                    result = self._zones_step(frame, result, tracks)
                 changed = any(e.kind != "update" for e in events)
                 if events and self._emit_events is not None:
                     stage = "emit"
@@ -254,6 +267,29 @@ class Pipeline:
             return True
         self.failures.succeeded()
         return True
+
+    def _zones_step(self, frame: Frame, result: VisionResult, tracks: list[Track]) -> VisionResult:
+        """Zones and lines after tracking: emit what changed, return ``result`` with zones.
+
+        Runs on every inferred frame whatever the publish policy decides, so
+        occupancy follows the objects (and returns to OFF) under every policy.
+        """
+        assert self.zones is not None
+        result, update = self.zones.update(result, tracks, frame.mono)
+        if update and self.emit_zones is not None:
+            self.emit_zones(self, frame, update)
+        return result
+
+    def _zones_end(self, frame: Frame | None) -> None:
+        """Empty every zone: the pipeline ended, or is disabled and sees nothing."""
+        if self.zones is None or frame is None:
+            return
+        try:
+            update = self.zones.end(frame.mono)
+            if update and self.emit_zones is not None:
+                self.emit_zones(self, frame, update)
+        except Exception as exc:  # noqa: BLE001
+            self.failures.failed("zones", exc)
 
     def _gate_passes(self, frame: Frame) -> bool:
         """The motion gate's verdict; a failing gate lets the frame through (fail open)."""
@@ -278,7 +314,11 @@ class Pipeline:
                     if self._slot.closed:
                         break
                     continue
-                if not self.enabled or not self._gate_passes(frame):
+                if not self.enabled:
+                    # A disabled pipeline sees nothing: its zones must not stay ON.
+                    self._zones_end(frame)
+                    continue
+                if not self._gate_passes(frame):
                     continue
                 started = time.monotonic()
                 if self._process(frame):
@@ -302,6 +342,7 @@ class Pipeline:
             except Exception as exc:  # noqa: BLE001
                 self.failures.failed("emit", exc)
         self._close_falls()
+        self._zones_end(frame_seen)
         log.info("pipeline_finished", processed=self.processed, status=self.status)
         self.finished.set()
 

@@ -38,6 +38,7 @@ from edged.publish.payloads import (
     ResultEnvelope,
     State,
     Timing,
+    ZoneState,
     audio_result,
     detections_result,
     encode,
@@ -50,12 +51,16 @@ from edged.tasks import VisionResult
 from edged.tasks.audio import AudioResult
 from edged.track.tracker import TrackEvent
 from edged.types import Detection, Frame, Pose
+from edged.zones.stage import ZoneUpdate
 
 if TYPE_CHECKING:
     from edged.graph import Graph
     from edged.publish.outbox import Outbox
 
 log = structlog.get_logger(__name__)
+
+#: A track's zones at the frame being published (``Occupancy.zones_of``).
+ZonesOf = Callable[[int], tuple[str, ...]]
 
 
 @dataclasses.dataclass(slots=True)
@@ -142,9 +147,16 @@ class ResultPublisher:
         self.sink.accept(ResultEnvelope.of(self.topics, payload))
         return payload.id
 
-    def publish_events(self, pipeline: str, frame: Frame, events: list[TrackEvent]) -> None:
+    def publish_events(
+        self,
+        pipeline: str,
+        frame: Frame,
+        events: list[TrackEvent],
+        zones_of: ZonesOf | None = None,
+    ) -> None:
         """Publish tracker events as object events (``start`` / ``update`` / ``end``) on
-        ``…/<pipeline>/events``; ``event_id`` is stable for the track's whole life."""
+        ``…/<pipeline>/events``; ``event_id`` is stable for the track's whole life.
+        ``zones_of`` names each track's zones at this frame (pipelines with zones)."""
         for e in events:
             t = e.track
             key = (pipeline, t.id)
@@ -166,6 +178,7 @@ class ResultPublisher:
                 event_id=ev.event_id,
                 label=t.label,
                 track_id=t.id,
+                zones=list(zones_of(t.id)) if zones_of is not None else [],
                 start=iso_utc(t.first_ts),
                 end=iso_utc(t.last_ts) if e.kind == "end" else None,
                 duration_s=round(max(0.0, t.last_ts - t.first_ts), 2),
@@ -205,6 +218,68 @@ class ResultPublisher:
             data=note.data,
         )
         self.sink.accept(ResultEnvelope.of(self.topics, payload))
+
+    def publish_zones(
+        self, pipeline: str, frame: Frame, update: ZoneUpdate, zones_of: ZonesOf
+    ) -> None:
+        """Publish what a frame changed in a pipeline's zones (README "Zones").
+
+        Each changed zone's retained state (JSON, occupancy ``ON``/``OFF``, total
+        and per-label counts) goes straight to MQTT, QoS 1: it is current state,
+        which the next change replaces, not a result to queue in the outbox.
+        Each line crossing is one ``line`` event through the sink, like every
+        event: a crossing has no duration, so it is a single message with
+        ``event = "start"`` and ``end`` already set to the same time.
+        """
+        device = self._settings.device_id
+        for zc in update.changed:
+            state = ZoneState(
+                ts=iso_utc(frame.ts),
+                device=device,
+                pipeline=pipeline,
+                source=frame.source,
+                zone=zc.zone,
+                frame=frame.id,
+                occupied=zc.occupied,
+                count=zc.total,
+                counts=zc.counts,
+            )
+            top = self.topics
+            messages = [
+                (top.zone(pipeline, zc.zone), encode(state)),
+                (top.zone_occupancy(pipeline, zc.zone), b"ON" if zc.occupied else b"OFF"),
+                (top.zone_count(pipeline, zc.zone), str(zc.total).encode()),
+            ]
+            messages += [
+                (top.zone_count(pipeline, zc.zone, label), str(n).encode())
+                for label, n in sorted(zc.counts.items())
+            ]
+            for topic, payload in messages:
+                self._mqtt.send(Message(topic, payload, qos=1, retain=True))
+        for c in update.crossings:
+            t = c.track
+            at = iso_utc(frame.ts)
+            event = EventResult(
+                ts=at,
+                device=device,
+                pipeline=pipeline,
+                source=frame.source,
+                model=self._refs.get(pipeline),
+                event="start",
+                type="line",
+                event_id=new_id(),
+                label=t.label,
+                track_id=t.id,
+                zones=list(zones_of(t.id)),
+                start=at,
+                end=at,
+                duration_s=0.0,
+                score=t.score,
+                top_score=t.score,
+                box=t.box,
+                data={"line": c.line, "direction": c.direction, "frame": frame.id},
+            )
+            self.sink.accept(ResultEnvelope.of(self.topics, event))
 
     def publish_audio(
         self, pipeline: str, source: str, start: float, duration: float, result: AudioResult

@@ -7,6 +7,7 @@ path instead of a silently ignored setting.
 
 from __future__ import annotations
 
+import math
 import os
 import re
 import socket
@@ -35,6 +36,7 @@ from pydantic_settings import (
 
 from edged.errors import ConfigError
 from edged.infer import accel
+from edged.zones.geometry import polygon_problem
 
 DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
 
@@ -365,6 +367,121 @@ class FallSettings(_Section):
     )
 
 
+#: A normalized point ``[x, y]``, ``x`` to the right and ``y`` down, each in [0, 1]
+#: (checked by the polygon and line validators, which name the point).
+NormPoint = tuple[float, float]
+#: Where on its box an object is (``edged.zones.geometry.Anchor``).
+AnchorName = Literal[
+    "top_left",
+    "top_center",
+    "top_right",
+    "center_left",
+    "center",
+    "center_right",
+    "bottom_left",
+    "bottom_center",
+    "bottom_right",
+]
+
+
+def _polygon_ok(value: list[tuple[float, float]]) -> list[tuple[float, float]]:
+    problem = polygon_problem(value)
+    if problem is not None:
+        raise ValueError(f"polygon {problem}")
+    return value
+
+
+#: A zone or mask outline: at least 3 normalized points, a simple polygon with some area.
+Polygon = Annotated[
+    list[NormPoint], Field(min_length=3, max_length=64), AfterValidator(_polygon_ok)
+]
+
+
+def _labels_ok(value: list[str]) -> list[str]:
+    # Zone labels become count topics (…/zones/<zone>/count/<label>).
+    for label in value:
+        check_segment(label)
+    return value
+
+
+class ZoneSettings(_Section):
+    """A named area of a detection pipeline's frame; an object is in it by its box's anchor."""
+
+    name: str = Field(description="Zone name, a topic segment (…/zones/<name>/…).")
+    polygon: Polygon = Field(
+        description="Outline as [[x, y], …]: at least 3 points, fractions of the frame's width "
+        "and height (0-1, y down), not crossing itself."
+    )
+    labels: Annotated[list[str], AfterValidator(_labels_ok)] = Field(
+        default_factory=list, description="Only these labels count in the zone (empty: all)."
+    )
+    anchor: AnchorName = Field(
+        "bottom_center", description="The point of an object's box that must lie in the zone."
+    )
+    min_frames: int = Field(
+        1,
+        ge=1,
+        le=1000,
+        description="Debounce: consecutive inferred frames an object must be inside to enter "
+        "(and outside to leave) the zone.",
+    )
+    dwell_s: float = Field(
+        0.0,
+        ge=0.0,
+        le=DAY_S,
+        description="An object enters the zone only after its anchor stayed inside this long, s.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        return check_segment(v)
+
+
+class MaskSettings(_Section):
+    """An area whose detections are dropped before tracking and publishing."""
+
+    polygon: Polygon = Field(description="Outline as [[x, y], …], like a zone's polygon.")
+    anchor: AnchorName = Field(
+        "bottom_center", description="A detection whose anchor lies inside is dropped."
+    )
+
+
+class LineSettings(_Section):
+    """A tripwire: tracked objects whose anchor crosses the segment a-b make a line event."""
+
+    name: str = Field(description="Line name (in the event's data).")
+    a: NormPoint = Field(description="First end [x, y] (fractions of the frame, y down).")
+    b: NormPoint = Field(description="Second end [x, y].")
+    labels: Annotated[list[str], AfterValidator(_labels_ok)] = Field(
+        default_factory=list, description="Only these labels cross the line (empty: all)."
+    )
+    anchor: AnchorName = Field("bottom_center", description="The point of the box that crosses.")
+    direction: Literal["both", "left_to_right", "right_to_left"] = Field(
+        "both",
+        description="Crossings that count. Left and right are as seen standing at a, looking "
+        "toward b on the image: for a = [0.5, 1], b = [0.5, 0] left_to_right is a move from the "
+        "image's left half to its right half.",
+    )
+
+    @field_validator("name")
+    @classmethod
+    def _name_ok(cls, v: str) -> str:
+        return check_segment(v)
+
+    @model_validator(mode="after")
+    def _has_length(self) -> LineSettings:
+        for end, (x, y) in (("a", self.a), ("b", self.b)):
+            if not (0.0 <= x <= 1.0 and 0.0 <= y <= 1.0):
+                raise ValueError(
+                    f"line {self.name!r}: {end} = {[x, y]} is outside [0, 1] (coordinates are "
+                    "fractions of the frame's width and height, not pixels)"
+                )
+        if math.dist(self.a, self.b) < 1e-3:
+            raise ValueError(f"line {self.name!r}: a and b are the same point; a line needs length")
+        return self
+
+
 class PipelineSettings(_Section):
     """Source → model → results. One model per pipeline."""
 
@@ -447,6 +564,15 @@ class PipelineSettings(_Section):
     )
     fall: FallSettings = Field(default_factory=FallSettings)
     sound_events: SoundEventSettings = Field(default_factory=SoundEventSettings)
+    zones: list[ZoneSettings] = Field(
+        default_factory=list, description="Detection: named zones (docs/configuration.md)."
+    )
+    masks: list[MaskSettings] = Field(
+        default_factory=list, description="Detection: areas whose detections are dropped."
+    )
+    lines: list[LineSettings] = Field(
+        default_factory=list, description="Detection: tripwires crossed by tracked objects."
+    )
 
     @field_validator("name")
     @classmethod
@@ -459,6 +585,30 @@ class PipelineSettings(_Section):
         if not accel.valid(v):
             raise ValueError(f"unknown accelerator {v!r}; one of: {', '.join(accel.NAMES)}")
         return v
+
+    @model_validator(mode="after")
+    def _zones_ok(self) -> PipelineSettings:
+        # Zones, masks and lines are about boxes; zones and lines follow
+        # objects over frames, which needs the tracker's ids.
+        if (self.zones or self.masks or self.lines) and self.task != "detection":
+            raise ValueError(
+                f"zones, masks and lines need task = 'detection', not {self.task!r}; "
+                "remove them from this pipeline"
+            )
+        if (self.zones or self.lines) and not self.track:
+            raise ValueError(
+                "zones and lines follow tracked objects: set track = true for this pipeline"
+            )
+        for what, names in (
+            ("zone", [z.name for z in self.zones]),
+            ("line", [ln.name for ln in self.lines]),
+        ):
+            twice = sorted({n for n in names if names.count(n) > 1})
+            if twice:
+                raise ValueError(
+                    f"{what} name {twice[0]!r} is used more than once in this pipeline"
+                )
+        return self
 
     @model_validator(mode="after")
     def _offload_task_ok(self) -> PipelineSettings:

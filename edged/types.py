@@ -60,6 +60,8 @@ class Detection:
     class_id: int
     score: float
     box: Box
+    #: Zones the tracked object is in (debounced; README "Zones"); empty without zones.
+    zones: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)

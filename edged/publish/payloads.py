@@ -174,10 +174,17 @@ class DetectionItem(_Payload):
     class_id: int = Field(ge=0)
     score: Score
     box: NormBox
+    zones: list[str] = Field(
+        default_factory=list,
+        description="Zones the tracked object is in (debounced); empty for a detection whose "
+        "track is not confirmed yet, or without zones.",
+    )
 
     @classmethod
     def of(cls, d: Detection) -> DetectionItem:
-        return cls(label=d.label, class_id=d.class_id, score=d.score, box=d.box)
+        return cls(
+            label=d.label, class_id=d.class_id, score=d.score, box=d.box, zones=list(d.zones)
+        )
 
 
 class KeypointItem(_Payload):
@@ -364,6 +371,32 @@ class EventResult(_Result):
 
 
 AnyResult = DetectionResult | PoseResult | AudioResult | OffloadResult | EventResult
+
+
+# --- zones (retained state, not results: no id, no seq) ------------------------
+
+
+class ZoneState(_Payload):
+    """Retained payload of ``<prefix>/<dev>/<pipeline>/zones/<zone>``, sent when it changes."""
+
+    v: Literal[1] = PAYLOAD_VERSION
+    ts: Timestamp = Field(description="Capture time of the frame that changed the zone.")
+    device: Name
+    pipeline: Name
+    source: Name
+    zone: Name
+    frame: int = Field(ge=0, description="Id of the frame that changed the zone.")
+    occupied: bool = Field(description="At least one object is in the zone.")
+    count: int = Field(ge=0, description="Objects in the zone, all labels.")
+    counts: dict[str, Annotated[int, Field(ge=0)]] = Field(
+        description="Objects by label; a label once seen (or listed in the zone) stays, at 0."
+    )
+
+
+#: Payload of ``…/zones/<zone>/occupancy`` (plain text, retained).
+ZoneOccupancy = Literal["ON", "OFF"]
+#: Payload of ``…/zones/<zone>/count`` and ``…/count/<label>`` (a plain decimal integer, retained).
+ZoneCount = Annotated[int, Field(ge=0)]
 
 
 # --- builders from stage values ---------------------------------------------
@@ -638,5 +671,6 @@ def payload_json_schemas() -> dict[str, dict[str, Any]]:
         "offload": OffloadResult,
         "events": EventResult,
         "state": State,
+        "zone": ZoneState,
     }
     return {kind: m.model_json_schema(mode="serialization") for kind, m in models.items()}

@@ -162,6 +162,19 @@ class Topics:
         """Retained nutrition label of ``model`` (a catalog name or a model file's stem)."""
         return f"{self.base}/models/{_segment('model name', model)}/label"
 
+    def zone(self, pipeline: str, zone: str) -> str:
+        """Retained JSON state of ``zone`` (``ZoneState``): occupancy, counts, frame."""
+        return f"{self.base}/{_name('pipeline name', pipeline)}/zones/{_segment('zone name', zone)}"
+
+    def zone_occupancy(self, pipeline: str, zone: str) -> str:
+        """Retained ``ON`` / ``OFF``: whether any object is in ``zone``."""
+        return f"{self.zone(pipeline, zone)}/occupancy"
+
+    def zone_count(self, pipeline: str, zone: str, label: str | None = None) -> str:
+        """Retained plain integer: objects in ``zone``, all labels or of ``label``."""
+        total = f"{self.zone(pipeline, zone)}/count"
+        return total if label is None else f"{total}/{_segment('label', label)}"
+
     def snapshot(self, source: str) -> str:
         """Latest JPEG of ``source``."""
         return f"{self.base}/{_name('source name', source)}/snapshot"

@@ -22,6 +22,16 @@ _PATHS: dict[str, tuple[str | int, ...]] = {
     "[pipelines.offload]": ("pipelines", 0, "offload"),
     "[pipelines.fall]": ("pipelines", 0, "fall"),
     "[pipelines.sound_events]": ("pipelines", 0, "sound_events"),
+    "[[pipelines.zones]]": ("pipelines", 0, "zones", 0),
+    "[[pipelines.masks]]": ("pipelines", 0, "masks", 0),
+    "[[pipelines.lines]]": ("pipelines", 0, "lines", 0),
+}
+
+#: A valid first entry of each list section, so that one key of it can be set alone.
+_ENTRIES: dict[str, dict[str, Any]] = {
+    "zones": {"name": "zone", "polygon": [[0, 0], [1, 0], [1, 1]]},
+    "masks": {"polygon": [[0, 0], [1, 0], [1, 1]]},
+    "lines": {"name": "line", "a": [0, 0.5], "b": [1, 0.5]},
 }
 
 
@@ -48,9 +58,9 @@ class NumericKey:
     def set(self, cfg: dict[str, Any], value: Any) -> dict[str, Any]:
         """``cfg`` with this key set to ``value`` (in place; sections created as needed)."""
         node: Any = cfg
-        for part in self.where:
+        for part, after in zip(self.where, [*self.where[1:], None], strict=False):
             if isinstance(node, dict) and part not in node:
-                node[part] = {}
+                node[part] = [dict(_ENTRIES[str(part)])] if after == 0 else {}
             node = node[part]
         node[self.name] = value
         return cfg

@@ -77,7 +77,13 @@ def test_detection_json_matches_design_example() -> None:
     assert body["frame"] == {"id": 5321, "w": 640, "h": 480}
     assert body["timing_ms"] == {"pre": 1.2, "infer": 35.1, "post": 0.4}
     assert body["detections"] == [
-        {"label": "person", "class_id": 0, "score": 0.91, "box": [0.12, 0.2, 0.45, 0.95]}
+        {
+            "label": "person",
+            "class_id": 0,
+            "score": 0.91,
+            "box": [0.12, 0.2, 0.45, 0.95],
+            "zones": [],
+        }
     ]
 
 
@@ -277,7 +283,7 @@ def test_state_payload() -> None:
 def test_json_schemas_for_docs() -> None:
     """Schemas exist for every published JSON payload, with seq a required integer."""
     schemas = payload_json_schemas()
-    assert set(schemas) == {"detections", "pose", "audio", "offload", "events", "state"}
+    assert set(schemas) == {"detections", "pose", "audio", "offload", "events", "state", "zone"}
     det = schemas["detections"]
     assert det["required"][:3] == ["v", "id", "seq"]
     assert det["properties"]["seq"]["type"] == "integer"
