@@ -103,6 +103,15 @@ class Topics:
         """Retained nutrition label of ``model`` (a catalog name or a model file's stem)."""
         return f"{self.base}/models/{_segment('model name', model)}/label"
 
+    def event_snapshot_latest(self, pipeline: str) -> str:
+        """Retained JPEG of ``pipeline``'s latest event snapshot, at a fixed topic.
+
+        Per-event snapshots go to ``…/<pipeline>/events/<event_id>/snapshot``,
+        which no Home Assistant image entity can follow; this one mirrors the
+        latest of them (its ``image`` entity reads it).
+        """
+        return f"{self.base}/{_name('pipeline name', pipeline)}/events/snapshot/latest"
+
     def snapshot(self, source: str) -> str:
         """Latest JPEG of ``source``."""
         return f"{self.base}/{_name('source name', source)}/snapshot"

@@ -1,0 +1,139 @@
+"""Home Assistant discovery configs built from settings, checked against the documented schema."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from edged.control.commands import SetThreshold, parse
+from edged.publish.homeassistant import Discovery, expire_after_s, zone_names
+from edged.publish.topics import Topics
+from edged.settings import Settings
+from tests.publish.ha_schema import problems, render_command
+
+CONTROLS = ["ping", "set_enabled", "set_threshold", "snapshot"]
+
+
+def settings(tmp_path: Path, *, allow: list[str] | None = None, **extra: Any) -> Settings:
+    return Settings(
+        device_id="pi-kitchen",
+        state_dir=tmp_path,
+        sources=[
+            {"name": "cam0", "kind": "file", "uri": str(tmp_path / "a.mp4")},
+            {"name": "mic0", "kind": "wav", "uri": str(tmp_path / "a.wav")},
+        ],
+        pipelines=[
+            {"name": "door", "source": "cam0", "task": "detection", "model": "m"},
+            {"name": "body", "source": "cam0", "task": "pose", "model": "movenet"},
+            {"name": "ears", "source": "mic0", "task": "audio", "model": "yamnet"},
+        ],
+        commands={"allow": allow or ["ping"]},
+        **extra,
+    )
+
+
+def configs(s: Settings) -> dict[str, dict[str, Any]]:
+    return {
+        m.topic: json.loads(m.payload)
+        for m in Discovery(s, Topics("edged", s.device_id)).messages()
+    }
+
+
+def test_every_config_matches_the_schema_from_the_documentation(tmp_path: Path) -> None:
+    """All components (sensor … event), with every control allowed: no schema problem at all."""
+    found = configs(settings(tmp_path, allow=CONTROLS))
+    assert {t.split("/")[1] for t in found} == {
+        "sensor",
+        "binary_sensor",
+        "switch",
+        "number",
+        "button",
+        "image",
+        "event",
+    }
+    assert {t: problems(t, d) for t, d in found.items() if problems(t, d)} == {}
+
+
+def test_no_object_id_but_default_entity_id_and_origin(tmp_path: Path) -> None:
+    """object_id (deprecated in Home Assistant 2025.10) is gone; default_entity_id is domain.id."""
+    for topic, doc in configs(settings(tmp_path, allow=CONTROLS)).items():
+        assert "object_id" not in doc
+        component = topic.split("/")[1]
+        assert doc["default_entity_id"].startswith(f"{component}.edged_pi_kitchen_")
+        assert doc["origin"]["name"] == "edged"
+        assert doc["origin"]["sw_version"]
+
+
+def test_discovery_prefix_is_configurable(tmp_path: Path) -> None:
+    """[mqtt] discovery_prefix moves every config; the default is Home Assistant's own."""
+    assert all(t.startswith("homeassistant/") for t in configs(settings(tmp_path)))
+    moved = configs(settings(tmp_path, mqtt={"discovery_prefix": "ha-test"}))
+    assert moved
+    assert all(t.startswith("ha-test/") for t in moved)
+    assert not [t for t, d in moved.items() if problems(t, d, prefix="ha-test")]
+
+
+def test_discovery_prefix_must_be_one_topic_segment(tmp_path: Path) -> None:
+    """A prefix with a wildcard or a slash is refused with the key named."""
+    with pytest.raises(ValueError, match="discovery_prefix"):
+        settings(tmp_path, mqtt={"discovery_prefix": "home/assistant"})
+
+
+def test_controls_are_announced_only_for_allowed_commands(tmp_path: Path) -> None:
+    """Default allow-list (ping): no switch, number or button; each appears with its command."""
+    components = {t.split("/")[1] for t in configs(settings(tmp_path))}
+    assert not components & {"switch", "number", "button"}
+    only_threshold = configs(settings(tmp_path, allow=["ping", "set_threshold"]))
+    assert {t.split("/")[1] for t in only_threshold} & {"switch", "number", "button"} == {"number"}
+    full = configs(settings(tmp_path, allow=CONTROLS))
+    switches = [d for t, d in full.items() if t.split("/")[1] == "switch"]
+    buttons = [d for t, d in full.items() if t.split("/")[1] == "button"]
+    assert len(switches) == 3  # one per pipeline
+    assert [json.loads(b["payload_press"]) for b in buttons] == [{"source": "cam0"}]  # video only
+
+
+def test_number_command_template_renders_a_valid_set_threshold(tmp_path: Path) -> None:
+    """The number's command_template, rendered as Home Assistant does, is a set_threshold payload."""
+    found = configs(settings(tmp_path, allow=CONTROLS))
+    [number] = [d for t, d in found.items() if t.endswith("/door_threshold/config")]
+    sent = render_command(number["command_template"], 0.72)
+    assert parse("set_threshold", sent.encode()) == SetThreshold(pipeline="door", threshold=0.72)
+    assert number["command_topic"] == "edged/pi-kitchen/cmd/set_threshold"
+
+
+@pytest.mark.parametrize(
+    ("pipeline", "expected"),
+    [
+        ({"publish": "changes", "heartbeat_s": 30}, 90),  # an unchanged result every 30 s
+        ({"publish": "all", "max_fps": 5}, 10),  # floor: a few seconds of slack
+        ({"publish": "nonempty", "motion_gate": True, "keepalive_s": 8}, 24),
+        ({"publish": "all", "max_fps": 0.1}, 30),
+    ],
+)
+def test_expire_after_is_three_result_periods(
+    tmp_path: Path, pipeline: dict[str, Any], expected: int
+) -> None:
+    """expire_after / off_delay cover three gaps between results of the pipeline's policy."""
+    p = settings(tmp_path).pipelines[0].model_copy(update=pipeline)
+    assert expire_after_s(p) == expected
+
+
+def test_zone_entities_follow_the_zone_topics(tmp_path: Path) -> None:
+    """A pipeline with zones gets occupancy and a count per watched label per zone; none without."""
+    s = settings(tmp_path)
+    door = s.pipelines[0]
+    zoned = door.model_copy(update={"zones": [{"name": "drive"}], "labels": ["person", "car"]})
+    assert zone_names(zoned) == ["drive"]
+    assert zone_names(door) == []
+    discovery = Discovery(s, Topics("edged", s.device_id))
+    docs = {m.topic: json.loads(m.payload) for m in discovery._zones(zoned, zone_names(zoned))}
+    assert {d["state_topic"] for d in docs.values()} == {
+        "edged/pi-kitchen/door/zones/drive/occupancy",
+        "edged/pi-kitchen/door/zones/drive/person",
+        "edged/pi-kitchen/door/zones/drive/car",
+    }
+    assert not [t for t, d in docs.items() if problems(t, d)]
+    assert discovery._zones(door, zone_names(door)) == []
