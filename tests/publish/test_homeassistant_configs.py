@@ -12,7 +12,7 @@ from edged.control.commands import SetThreshold, parse
 from edged.publish.homeassistant import Discovery, expire_after_s, zone_names
 from edged.publish.topics import Topics
 from edged.settings import Settings
-from tests.publish.ha_schema import problems, render_command
+from tests.publish.ha_schema import problems, render, render_command
 
 CONTROLS = ["ping", "set_enabled", "set_threshold", "snapshot"]
 
@@ -137,3 +137,29 @@ def test_zone_entities_follow_the_zone_topics(tmp_path: Path) -> None:
     }
     assert not [t for t, d in docs.items() if problems(t, d)]
     assert discovery._zones(door, zone_names(door)) == []
+
+
+def test_pipeline_templates_work_for_names_that_are_not_identifiers(tmp_path: Path) -> None:
+    """A name with a dash and a quote: availability and switch templates read its own entry."""
+    name = "front-door's"
+    s = settings(tmp_path, allow=CONTROLS)
+    s = s.model_copy(update={"pipelines": [s.pipelines[0].model_copy(update={"name": name})]})
+    found = configs(s)
+    [switch] = [d for t, d in found.items() if t.split("/")[1] == "switch"]
+    [count] = [d for d in found.values() if d["name"] == f"{name} person count"]
+    state = json.dumps({"pipelines": {name: {"status": "disabled", "threshold": 0.4}}})
+    assert render(switch["value_template"], state) == "OFF"
+    assert render(count["availability"][1]["value_template"], state) == "offline"
+    running = json.dumps({"pipelines": {name: {"status": "degraded"}}})
+    assert render(count["availability"][1]["value_template"], running) == "online"
+    assert render(count["availability"][1]["value_template"], '{"pipelines": {}}') == "offline"
+
+
+def test_event_snapshot_image_reads_the_fixed_latest_topic(tmp_path: Path) -> None:
+    """Per-event snapshot topics vary; the image entity reads …/<pipeline>/events/snapshot/latest."""
+    found = configs(settings(tmp_path))
+    images = {d["name"]: d["image_topic"] for t, d in found.items() if t.split("/")[1] == "image"}
+    assert images == {
+        "door event snapshot": "edged/pi-kitchen/door/events/snapshot/latest",
+        "body event snapshot": "edged/pi-kitchen/body/events/snapshot/latest",
+    }
