@@ -137,6 +137,28 @@ def zone_names(p: PipelineSettings) -> list[str]:
     return names
 
 
+def sound_labels(p: PipelineSettings) -> list[str]:
+    """Labels (or label groups) an audio pipeline raises sound events for, when configured.
+
+    Reads ``sound_events`` (a list of names, or of tables with a ``label``)
+    or ``label_groups`` (a table of group name → labels) when the settings
+    have them; [] otherwise.
+    """
+    if p.task != "audio":
+        return []
+    groups = getattr(p, "label_groups", None)
+    if isinstance(groups, dict) and groups:
+        return [str(g) for g in groups]
+    found: list[str] = []
+    for item in getattr(p, "sound_events", None) or []:
+        label = item if isinstance(item, str) else getattr(item, "label", None)
+        if isinstance(item, dict):
+            label = item.get("label")
+        if isinstance(label, str) and label:
+            found.append(label)
+    return found
+
+
 class Discovery:
     """Builds discovery configs for the configured pipelines."""
 
@@ -349,6 +371,31 @@ class Discovery:
             )
         return out
 
+    def sounds(self, p: PipelineSettings, labels: Sequence[str]) -> list[Message]:
+        """A ``sound`` binary sensor per watched label (or label group) of an audio pipeline.
+
+        Driven by the pipeline's sound events: ON at ``start``, OFF at
+        ``end``; other events render empty, which Home Assistant ignores
+        (MQTT Binary sensor). The audio event settings pass their label
+        names here; nothing for an empty list.
+        """
+        return [
+            self._config(
+                "binary_sensor",
+                f"{p.name}_{label}_sound",
+                f"{p.name} {label}",
+                pipeline=p.name,
+                state_topic=self._topics.result(p.name, "events"),
+                device_class="sound",
+                value_template="{% if value_json.type == 'sound' and value_json.label == "
+                + _lit(label)
+                + " %}{{ 'OFF' if value_json.event == 'end' else 'ON' }}{% endif %}",
+                payload_on=_ON,
+                payload_off=_OFF,
+            )
+            for label in labels
+        ]
+
     def _diagnostics(self, p: PipelineSettings) -> list[Message]:
         """Rate and inference time from ``stats`` (audio pipelines count windows, not frames)."""
         key = f"value_json.pipelines[{_lit(p.name)}]"
@@ -436,6 +483,7 @@ class Discovery:
             *self._results(p),
             *self._events(p),
             *self._zones(p, zone_names(p)),
+            *self.sounds(p, sound_labels(p)),
             *self._diagnostics(p),
             *self._controls(p),
         ]

@@ -163,3 +163,24 @@ def test_event_snapshot_image_reads_the_fixed_latest_topic(tmp_path: Path) -> No
         "door event snapshot": "edged/pi-kitchen/door/events/snapshot/latest",
         "body event snapshot": "edged/pi-kitchen/body/events/snapshot/latest",
     }
+
+
+def test_sound_sensors_follow_sound_events(tmp_path: Path) -> None:
+    """Per watched sound label: ON at its start event, OFF at its end; other events change nothing."""
+    s = settings(tmp_path)
+    ears = s.pipelines[2]
+    discovery = Discovery(s, Topics("edged", s.device_id))
+    assert discovery.sounds(ears, []) == []
+    [msg] = discovery.sounds(ears, ["dog"])
+    doc = json.loads(msg.payload)
+    assert not problems(msg.topic, doc)
+    assert doc["state_topic"] == "edged/pi-kitchen/ears/events"
+
+    def event(phase: str, label: str = "dog", kind: str = "sound") -> str:
+        return json.dumps({"event": phase, "type": kind, "label": label})
+
+    assert render(doc["value_template"], event("start")) == "ON"
+    assert render(doc["value_template"], event("update")) == "ON"
+    assert render(doc["value_template"], event("end")) == "OFF"
+    assert render(doc["value_template"], event("start", label="speech")) == ""
+    assert render(doc["value_template"], event("start", kind="object")) == ""
