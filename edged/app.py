@@ -39,7 +39,7 @@ from edged.log import configure_logging
 from edged.notify import Notifier, watchdog_interval_s
 from edged.offload.service import Offload
 from edged.pipeline import Pipeline
-from edged.publish.homeassistant import discovery_with_removals
+from edged.publish.homeassistant import discovery_wanted, discovery_with_removals
 from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
 from edged.publish.payloads import OutboxState, PipelineState, SourceState, State, iso_utc
@@ -150,10 +150,11 @@ class App:
     def _on_connect(self) -> None:
         # A new session: retained state and discovery may be stale or missing.
         self.publish_state(force=True)
-        if (
-            self.settings.mqtt.homeassistant
-            or (self.settings.state_dir / "homeassistant.json").exists()
-        ):
+        self.publish_discovery()
+
+    def publish_discovery(self) -> None:
+        """Home Assistant discovery for the current configuration; clears removed entities."""
+        if discovery_wanted(self.settings):
             for message in discovery_with_removals(self.settings, self.mqtt.topics):
                 self.mqtt.send(message)
 
@@ -211,19 +212,23 @@ class App:
                 src = sources[p.settings.source]
                 if not p.enabled:
                     pipelines[name] = PipelineState(
-                        status="disabled", reason=p.reason or "disabled by command"
+                        status="disabled",
+                        reason=p.reason or "disabled by command",
+                        threshold=p.threshold,
                     )
                 elif src.status == "down":
                     pipelines[name] = PipelineState(
-                        status="down", reason=f"source {p.settings.source}: {src.reason}"
+                        status="down",
+                        reason=f"source {p.settings.source}: {src.reason}",
+                        threshold=p.threshold,
                     )
                 else:
                     # A stage that keeps failing shows here, with its last error.
                     status, reason = p.health
                     pipelines[name] = (
-                        PipelineState(status="degraded", reason=reason)
+                        PipelineState(status="degraded", reason=reason, threshold=p.threshold)
                         if status == "degraded"
-                        else PipelineState(status="running")
+                        else PipelineState(status="running", threshold=p.threshold)
                     )
         outbox = self.outbox.health()
         return State(
@@ -367,6 +372,8 @@ class App:
             self._register_models()
             graph.start()
         self.publish_state(force=True)
+        # Entities of removed pipelines are cleared, those of new ones announced.
+        self.publish_discovery()
         log.info("app.reloaded", pipelines=list(graph.pipelines))
         return ReloadOutcome(applied=True, restart_needed=restart)
 

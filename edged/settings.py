@@ -128,6 +128,11 @@ class MqttSettings(_Section):
     tls: bool = Field(False, description="Connect with TLS; the server certificate is verified.")
     ca_file: OptPath = Field(None, description="CA bundle for tls = true; system CAs if unset.")
     homeassistant: bool = Field(True, description="Publish Home Assistant MQTT discovery configs.")
+    discovery_prefix: str = Field(
+        "homeassistant",
+        description="Home Assistant discovery prefix (its MQTT integration's setting); "
+        "configs go to '<discovery_prefix>/<component>/edged_<device_id>/<object>/config'.",
+    )
     reconnect_min_s: float = Field(
         0.5, ge=0.01, le=3600, description="First reconnect delay, seconds."
     )
@@ -152,7 +157,7 @@ class MqttSettings(_Section):
         description="Most bytes in a topic published to (response topics too).",
     )
 
-    @field_validator("prefix")
+    @field_validator("prefix", "discovery_prefix")
     @classmethod
     def _prefix_ok(cls, v: str) -> str:
         return check_segment(v)
@@ -727,7 +732,9 @@ class MetricsSettings(_Section):
 
 
 #: Every MQTT command, by name (``edged/control/commands.py`` implements them).
-CommandName = Literal["ping", "enable", "disable", "set_threshold", "reload", "snapshot"]
+CommandName = Literal[
+    "ping", "enable", "disable", "set_enabled", "set_threshold", "reload", "snapshot"
+]
 
 #: Commands that change nothing and reveal nothing beyond what ``state`` already
 #: publishes: the default allow-list.
@@ -745,8 +752,9 @@ class CommandsSettings(_Section):
     allow: list[CommandName] = Field(
         default=list(READ_ONLY_COMMANDS),
         description="Commands the daemon runs; any other is answered 'not allowed'. The default "
-        "is the read-only 'ping'; 'enable', 'disable', 'set_threshold', 'reload' and 'snapshot' "
-        "(a camera image) must be listed to be accepted. Applied on reload.",
+        "is the read-only 'ping'; 'enable', 'disable', 'set_enabled', 'set_threshold', 'reload' and "
+        "'snapshot' (a camera image) must be listed to be accepted. Applied on reload; Home "
+        "Assistant controls are announced only for allowed commands.",
     )
 
 

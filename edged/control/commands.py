@@ -69,6 +69,15 @@ class Disable(Command):
     )
 
 
+class SetEnabled(Command):
+    """Enable or disable a pipeline with one command (Home Assistant's switch has one topic)."""
+
+    NAME: ClassVar[str] = "set_enabled"
+
+    pipeline: Name = Field(description="Name of the pipeline.")
+    enabled: bool = Field(description="true: as `enable`; false: as `disable`.")
+
+
 class SetThreshold(Command):
     """Change the minimum score a pipeline reports, until the next reload or restart."""
 
@@ -104,7 +113,7 @@ class Ping(Command):
 
 #: Every command there is, by name.
 COMMANDS: Final[dict[str, type[Command]]] = {
-    c.NAME: c for c in (Enable, Disable, SetThreshold, Reload, Snapshot, Ping)
+    c.NAME: c for c in (Enable, Disable, SetEnabled, SetThreshold, Reload, Snapshot, Ping)
 }
 
 

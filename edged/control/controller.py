@@ -27,6 +27,7 @@ from edged.control.commands import (
     Enable,
     Ping,
     Reload,
+    SetEnabled,
     SetThreshold,
     Snapshot,
     show,
@@ -78,10 +79,8 @@ class Controller:
     def execute(self, command: Command) -> dict[str, Any]:
         """Run ``command``; the fields of its success reply."""
         match command:
-            case Enable(pipeline=name):
-                return self.set_enabled(name, enabled=True)
-            case Disable(pipeline=name, reason=reason):
-                return self.set_enabled(name, enabled=False, reason=reason)
+            case Enable() | Disable() | SetEnabled():
+                return self._toggle(command)
             case SetThreshold(pipeline=name, threshold=threshold):
                 return self.set_threshold(name, threshold)
             case Snapshot(source=name, quality=quality, max_side=max_side):
@@ -91,6 +90,15 @@ class Controller:
             case Ping():
                 return self.ping()
         raise CommandError("command", f"{command.NAME!r} has no handler")  # pragma: no cover
+
+    def _toggle(self, command: Enable | Disable | SetEnabled) -> dict[str, Any]:
+        """``enable``, ``disable`` and ``set_enabled`` (one topic for both: Home Assistant's switch)."""
+        match command:
+            case Disable(pipeline=name, reason=reason):
+                return self.set_enabled(name, enabled=False, reason=reason)
+            case SetEnabled(pipeline=name, enabled=enabled):
+                return self.set_enabled(name, enabled=enabled)
+        return self.set_enabled(command.pipeline, enabled=True)
 
     def _pipeline(self, name: str) -> Pipeline | AudioPipeline:
         """The current graph's pipeline ``name`` (call with the App's lock held)."""
@@ -123,6 +131,7 @@ class Controller:
             pipeline = self._pipeline(name)
             previous = pipeline.threshold
             pipeline.threshold = threshold
+        self._app.publish_state()  # the threshold is in ``state`` (Home Assistant's number reads it)
         log.info("threshold_set", pipeline=name, threshold=threshold, previous=previous)
         return {"pipeline": name, "threshold": threshold, "previous": previous}
 

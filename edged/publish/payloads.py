@@ -509,6 +509,9 @@ class PipelineState(_Payload):
         description="Why it is not running; for 'degraded' (a stage keeps failing): "
         "the failure count and the last error.",
     )
+    threshold: Score | None = Field(
+        None, description="Minimum reported score now (set_threshold changes it)."
+    )
 
 
 class SourceState(_Payload):

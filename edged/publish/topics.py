@@ -175,6 +175,15 @@ class Topics:
         total = f"{self.zone(pipeline, zone)}/count"
         return total if label is None else f"{total}/{_segment('label', label)}"
 
+    def event_snapshot_latest(self, pipeline: str) -> str:
+        """Retained JPEG of ``pipeline``'s latest event snapshot, at a fixed topic.
+
+        Per-event snapshots go to ``…/<pipeline>/events/<event_id>/snapshot``,
+        which no Home Assistant image entity can follow; this one mirrors the
+        latest of them (its ``image`` entity reads it).
+        """
+        return f"{self.base}/{_name('pipeline name', pipeline)}/events/snapshot/latest"
+
     def snapshot(self, source: str) -> str:
         """Latest JPEG of ``source``."""
         return f"{self.base}/{_name('source name', source)}/snapshot"

@@ -23,6 +23,7 @@ MUTATING = sorted(set(COMMANDS) - set(READ_ONLY_COMMANDS))
 PAYLOADS: dict[str, dict[str, Any]] = {
     "enable": {"pipeline": "door"},
     "disable": {"pipeline": "door"},
+    "set_enabled": {"pipeline": "door", "enabled": False},
     "set_threshold": {"pipeline": "door", "threshold": 0.9},
     "reload": {},
     "snapshot": {"source": "cam0"},

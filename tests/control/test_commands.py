@@ -26,10 +26,27 @@ def refusal(command: str, payload: bytes) -> str:
 
 
 def test_the_command_set_is_closed() -> None:
-    """Exactly six commands exist; none takes a path, URL, code or topic."""
-    assert set(COMMANDS) == {"enable", "disable", "set_threshold", "reload", "snapshot", "ping"}
+    """Exactly seven commands exist; none takes a path, URL, code or topic."""
+    assert set(COMMANDS) == {
+        "enable",
+        "disable",
+        "set_enabled",
+        "set_threshold",
+        "reload",
+        "snapshot",
+        "ping",
+    }
     fields = {f for model in COMMANDS.values() for f in model.model_fields}
-    assert fields == {"id", "pipeline", "reason", "threshold", "source", "quality", "max_side"}
+    assert fields == {
+        "id",
+        "pipeline",
+        "reason",
+        "enabled",
+        "threshold",
+        "source",
+        "quality",
+        "max_side",
+    }
 
 
 def test_valid_payloads_parse_to_their_models() -> None:

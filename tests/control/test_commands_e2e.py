@@ -87,7 +87,7 @@ def test_enable_resumes_results(running: RunningApp) -> None:
     enabled = time.time()
     assert reply["ok"] is True
     assert reply["changed"] is True
-    state_where(sub, lambda d: d["pipelines"]["door"] == {"status": "running"})
+    state_where(sub, lambda d: d["pipelines"]["door"]["status"] == "running")
     assert wait_results(sub, after=enabled, count=3)
 
 

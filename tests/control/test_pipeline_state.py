@@ -29,4 +29,4 @@ def test_state_shows_degraded_with_the_error_then_running(running: RunningApp) -
     assert reason.startswith("3 failures since it last ran clean")
     assert "emit: OSError: [Errno 5] disk I/O error" in reason
     # The housekeeping thread republishes state once the pipeline's clean frames end the burst.
-    state_where(sub, lambda d: d["pipelines"]["door"] == {"status": "running"}, timeout=15)
+    state_where(sub, lambda d: d["pipelines"]["door"]["status"] == "running", timeout=15)
