@@ -36,7 +36,7 @@ from pydantic_settings import (
 
 from edged.errors import ConfigError
 from edged.infer import accel
-from edged.zones.geometry import polygon_problem
+from edged.zones.geometry import Anchor, polygon_problem
 
 DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
 
@@ -376,17 +376,7 @@ class FallSettings(_Section):
 #: (checked by the polygon and line validators, which name the point).
 NormPoint = tuple[float, float]
 #: Where on its box an object is (``edged.zones.geometry.Anchor``).
-AnchorName = Literal[
-    "top_left",
-    "top_center",
-    "top_right",
-    "center_left",
-    "center",
-    "center_right",
-    "bottom_left",
-    "bottom_center",
-    "bottom_right",
-]
+AnchorName = Anchor
 
 
 def _polygon_ok(value: list[tuple[float, float]]) -> list[tuple[float, float]]:
