@@ -23,10 +23,11 @@ from edged.policy import PublishPolicy
 from edged.settings import PipelineSettings
 from edged.stages import StageFailures, task_stage
 from edged.tasks import VisionResult, VisionTask
-from edged.track.tracker import Tracker, TrackEvent
+from edged.track.tracker import Track, Tracker, TrackEvent
 from edged.types import Detection, Frame
 
 if TYPE_CHECKING:
+    from edged.events.recorder import EventRecorder
     from edged.offload.policy import OffloadGate
 
 log = structlog.get_logger(__name__)
@@ -118,6 +119,8 @@ class Pipeline:
         self.finished = threading.Event()
         #: Hybrid offload's gate (DESIGN §4), set by the app when this pipeline opted in.
         self.offload: OffloadGate | None = None
+        #: Event media (``[events]``): best frames and clips, set by the app.
+        self.recorder: EventRecorder | None = None
 
     @property
     def errors(self) -> int:
@@ -180,7 +183,8 @@ class Pipeline:
             if self._tracker is not None:
                 dets = [d for d in result.items if isinstance(d, Detection)]
                 # Monotonic time: a wall-clock step must not age every track out at once.
-                _, events = self._tracker.update(dets, frame.mono)
+                tracks, events = self._tracker.update(dets, frame.mono)
+                self._record(frame, tracks)
                 changed = any(e.kind != "update" for e in events)
                 if events and self._emit_events is not None:
                     stage = "emit"
@@ -203,6 +207,15 @@ class Pipeline:
             return True
         self.failures.succeeded()
         return True
+
+    def _record(self, frame: Frame, tracks: list[Track]) -> None:
+        """Event media: let the recorder keep best frames and clip frames (stage ``events``)."""
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.observe(self.name, frame, tracks)
+        except Exception as exc:  # noqa: BLE001  media are extra; results and events go on
+            self.failures.failed("events", exc)
 
     def _gate_passes(self, frame: Frame) -> bool:
         """The motion gate's verdict; a failing gate lets the frame through (fail open)."""
@@ -250,6 +263,8 @@ class Pipeline:
                     self._emit_events(self, frame_seen, last)
             except Exception as exc:  # noqa: BLE001
                 self.failures.failed("emit", exc)
+        if self.recorder is not None:
+            self.recorder.finished(self.name)
         log.info("pipeline_finished", processed=self.processed, status=self.status)
         self.finished.set()
 

@@ -26,10 +26,15 @@ def refusal(command: str, payload: bytes) -> str:
 
 
 def test_the_command_set_is_closed() -> None:
-    """Exactly six commands exist; none takes a path, URL, code or topic."""
-    assert set(COMMANDS) == {"enable", "disable", "set_threshold", "reload", "snapshot", "ping"}
+    """Exactly seven commands exist; none takes a path, URL, code or topic (an event id is
+    checked against the daemon's own id alphabet before it names a stored file)."""
+    assert set(COMMANDS) == {
+        "enable", "disable", "set_threshold", "reload", "snapshot", "event_snapshot", "ping"
+    }  # fmt: skip
     fields = {f for model in COMMANDS.values() for f in model.model_fields}
-    assert fields == {"id", "pipeline", "reason", "threshold", "source", "quality", "max_side"}
+    assert fields == {
+        "id", "pipeline", "reason", "threshold", "source", "quality", "max_side", "event_id", "crop"
+    }  # fmt: skip
 
 
 def test_valid_payloads_parse_to_their_models() -> None:
