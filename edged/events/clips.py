@@ -1,8 +1,10 @@
 """Event clips: a ring of recent frames per pipeline, and MP4 recordings cut by frame time.
 
 Memory: the ring holds JPEGs (not raw frames), at most ``clip_fps`` a second
-for ``pre_roll_s + RING_SLACK_S`` seconds: a 768x432 frame is ~50 kB as JPEG
-against ~1 MB raw, so 5 s of pre-roll at 10 fps costs ~3.5 MB per pipeline.
+for ``pre_roll_s + RING_SLACK_S`` seconds. Measured on the walking clip, a
+768x432 frame is ~26 kB as a quality-75 JPEG against 972 kB raw, so the
+defaults (5 s pre-roll, 10 fps: 72 frames) cost ~1.9 MB per pipeline; a
+1080p camera about six times that.
 
 Time: a clip spans ``[start - pre_roll_s, end + post_roll_s]`` in frame
 timestamps and is written at a constant ``clip_fps``, each output frame
