@@ -168,6 +168,14 @@ class App:
             if isinstance(pipeline, Pipeline):
                 pipeline.recorder = self.events
 
+    @staticmethod
+    def _media_problem(pipeline: Pipeline | AudioPipeline) -> str | None:
+        """Why ``pipeline``'s event media keep failing (a full or read-only store), if they do."""
+        recorder = pipeline.recorder if isinstance(pipeline, Pipeline) else None
+        if recorder is None or not recorder.failures.degraded:
+            return None
+        return f"event media: {recorder.failures.reason()}"
+
     def _send_event_snapshot(self, pipeline: str, event_id: str, jpeg: bytes) -> None:
         """``[events] publish_snapshots``: an ended event's JPEG, QoS 1, not retained."""
         self.mqtt.publish(self.mqtt.topics.event_snapshot(pipeline, event_id), jpeg, qos=1)
@@ -209,6 +217,8 @@ class App:
                 else:
                     # A stage that keeps failing shows here, with its last error.
                     status, reason = p.health
+                    if status != "degraded" and (media := self._media_problem(p)):
+                        status, reason = "degraded", media
                     pipelines[name] = (
                         PipelineState(status="degraded", reason=reason)
                         if status == "degraded"

@@ -177,6 +177,7 @@ class EventRecorder:
 
     # -- worker --------------------------------------------------------------
     def _run(self) -> None:
+        structlog.contextvars.bind_contextvars(component="events")
         while True:
             job = self._queue.get()
             if job[0] == "stop":
