@@ -146,18 +146,31 @@ class ClipWriter:
         self.path.unlink(missing_ok=True)
 
 
+class Decimator:
+    """Takes at most ``fps`` frames a second, on average, from a faster source."""
+
+    def __init__(self, fps: float) -> None:
+        self.period = 1.0 / fps
+        self._due = -math.inf
+
+    def take(self, ts: float) -> bool:
+        """Whether the frame at ``ts`` is taken."""
+        # A quarter period early still counts: a 10 fps source jitters around
+        # its grid, and refusing a frame 1 ms early would halve its rate.
+        if ts < self._due - 0.25 * self.period:
+            return False
+        # After a gap the schedule restarts from this frame instead of
+        # catching up with a burst.
+        self._due = max(self._due + self.period, ts + 0.5 * self.period)
+        return True
+
+
 class FrameRing:
-    """The last ``keep_s`` seconds of a pipeline's frames as JPEGs, at most ``fps`` a second."""
+    """The last ``keep_s`` seconds of a pipeline's frames as JPEGs (fed at most ``fps`` a second)."""
 
     def __init__(self, keep_s: float, fps: float) -> None:
         self.keep_s = keep_s
-        self.period = 1.0 / fps
         self.frames: deque[tuple[float, bytes]] = deque(maxlen=math.ceil(keep_s * fps) + 2)
-
-    def wants(self, ts: float) -> bool:
-        """Whether a frame at ``ts`` is kept (frames faster than ``fps`` are skipped)."""
-        # 0.5 period of tolerance: a 10 fps source jitters around the 10 fps grid.
-        return not self.frames or ts - self.frames[-1][0] >= 0.5 * self.period
 
     def push(self, ts: float, jpeg: bytes) -> None:
         self.frames.append((ts, jpeg))

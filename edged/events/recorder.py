@@ -27,7 +27,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from edged.events.clips import RING_SLACK_S, FrameRing, Recording, choose_encoder
+from edged.events.clips import RING_SLACK_S, Decimator, FrameRing, Recording, choose_encoder
 from edged.events.snapshots import Best, BestFrames, write_snapshots
 from edged.events.store import EventStore
 from edged.offload.prepare import WHOLE, prepare
@@ -39,8 +39,11 @@ from edged.types import Frame
 
 log = structlog.get_logger(__name__)
 
-#: Work waiting for the worker; frames beyond it are skipped for clips (counted).
+#: Jobs waiting for the worker (event starts and ends, and frames for clips).
 QUEUE_SIZE: Final = 128
+#: Raw frames waiting to be JPEG-encoded for the clip ring; more are skipped (counted).
+#: A raw frame is large (1080p: 6 MB), so only a few may wait.
+MAX_QUEUED_FRAMES: Final = 4
 #: How long a pipeline thread waits to hand over an event's end before publishing it bare.
 _PUT_TIMEOUT_S: Final = 5.0
 #: JPEG quality of the clip ring: clips are for context, snapshots for detail.
@@ -98,6 +101,9 @@ class EventRecorder:
         self.clips = 0
         self.published_snapshots = 0
         self.frames_skipped = 0
+        self._frames_lock = threading.Lock()
+        self._queued_frames = 0
+        self._decimators: dict[str, Decimator] = {}  # by pipeline, its own thread only
         self.ended_bare = 0
         self.encoder = choose_encoder() if settings.clips else None
 
@@ -106,12 +112,32 @@ class EventRecorder:
         """One tracked frame: keep improved best frames; queue the frame for clips."""
         if self.settings.snapshots:
             self.best.observe(pipeline, frame, tracks)
-        if self.settings.clips:
-            try:
-                # The frame itself, not a copy: the worker only reads it.
-                self._queue.put_nowait(("frame", pipeline, frame.ts, frame.image))
-            except queue.Full:
+        if not self.settings.clips:
+            return
+        # Only the frames the ring keeps (clip_fps) are handed over, and only a few at a time.
+        decimator = self._decimators.get(pipeline)
+        if decimator is None:
+            decimator = self._decimators[pipeline] = Decimator(self.settings.clip_fps)
+        if not decimator.take(frame.ts):
+            return
+        with self._frames_lock:
+            if self._queued_frames >= MAX_QUEUED_FRAMES:
                 self.frames_skipped += 1
+                return
+            self._queued_frames += 1
+        try:
+            # The frame itself, not a copy: the worker only reads it.
+            self._queue.put_nowait(("frame", pipeline, frame.ts, frame.image))
+        except queue.Full:
+            with self._frames_lock:
+                self._queued_frames -= 1
+                self.frames_skipped += 1
+
+    @property
+    def queued_frames(self) -> int:
+        """Frames handed to the worker and not yet in the clip ring."""
+        with self._frames_lock:
+            return self._queued_frames
 
     def top(self, pipeline: str, track_id: int) -> Best | None:
         """The best frame of a live track so far (None before it is seen or without snapshots)."""
@@ -171,6 +197,7 @@ class EventRecorder:
             "published_snapshots": self.published_snapshots,
             "clip_encoder": self.encoder,
             "frames_skipped": self.frames_skipped,
+            "frames_queued": self.queued_frames,
             "ended_without_media": self.ended_bare,
             "failures": dict(self.failures.by_stage),
         }
@@ -204,9 +231,9 @@ class EventRecorder:
         return found
 
     def _on_frame(self, pipeline: str, ts: float, image: npt.NDArray[np.uint8]) -> None:
+        with self._frames_lock:
+            self._queued_frames -= 1
         clips = self._pipeline(pipeline)
-        if not clips.ring.wants(ts):
-            return
         s = self.settings
         jpeg = prepare(image, WHOLE, max_side=s.max_side, quality=_RING_QUALITY).jpeg
         clips.ring.push(ts, jpeg)

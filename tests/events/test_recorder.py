@@ -3,13 +3,14 @@
 from __future__ import annotations
 
 import threading
+import time
 from pathlib import Path
 
 import cv2
 import numpy as np
 
 from edged.events.clips import Recording, choose_encoder
-from edged.events.recorder import EventRecorder
+from edged.events.recorder import MAX_QUEUED_FRAMES, EventRecorder
 from edged.publish.payloads import EventResult, iso_utc
 from edged.settings import EventsSettings
 from edged.track.tracker import Track
@@ -104,6 +105,10 @@ def test_snapshots_and_clip_of_an_event_then_end_published(tmp_path: Path) -> No
                 score = 0.9 if i == 40 else 0.6
                 tracks = [Track(1, "person", box, score, 102.0, f.mono, i - 19)]
             rec.observe("door", f, tracks)
+            # A pipeline gives the worker a frame's inference time; this loop gives none.
+            deadline = time.monotonic() + 5
+            while rec.queued_frames and time.monotonic() < deadline:
+                time.sleep(0.002)
             if i == 21:
                 rec.opened("door", 1, "ev1", T0 + 2.0)
             if i == 66:  # the tracker ends a track max_age after it was last seen
@@ -129,6 +134,7 @@ def test_snapshots_and_clip_of_an_event_then_end_published(tmp_path: Path) -> No
     if choose_encoder() != "opencv-mp4v":
         assert codec == "h264"
     assert rec.stats()["clips"] == 1
+    assert rec.stats()["frames_skipped"] == 0
     assert rec.stats()["failures"] == {}
 
 
@@ -171,3 +177,16 @@ def test_best_frame_is_copied_only_when_the_score_improves() -> None:
     assert best.score == 0.6
     assert rec.best.copies == 2
     assert not any(np.shares_memory(best.image, s) for s in shared)
+
+
+def test_frames_for_clips_are_decimated_and_bounded_in_flight(tmp_path: Path) -> None:
+    """A 100 fps burst into a 10 fps ring: at most clip_fps frames a second are handed over,
+    at most MAX_QUEUED_FRAMES wait, and the rest are counted as skipped, not queued."""
+    rec = EventRecorder(EventsSettings(clips=True, clip_fps=10), tmp_path, lambda _p: None)
+    # Not started: nothing drains the queue, as when the worker is stuck on a slow disk.
+    for i in range(300):
+        f = Frame(id=i, ts=T0 + i / 100, mono=100 + i / 100, source="cam0", image=image(0))
+        rec.observe("door", f, [])
+    assert rec.queued_frames == MAX_QUEUED_FRAMES
+    taken = rec.frames_skipped + MAX_QUEUED_FRAMES  # 3 s at 10 fps
+    assert 29 <= taken <= 31, taken
