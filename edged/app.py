@@ -34,6 +34,7 @@ from edged.check import Preflight, preflight
 from edged.control import ControlPlane
 from edged.errors import CatalogError, ConfigError, EdgedError
 from edged.events.onoff import EventNote
+from edged.events.recorder import EventRecorder
 from edged.graph import Graph
 from edged.log import configure_logging
 from edged.notify import Notifier, watchdog_interval_s
@@ -119,6 +120,18 @@ class App:
         # Hybrid offload (DESIGN §4): a gate on each opted-in pipeline, link probe, worker.
         self.offload = Offload(settings, self.results, self.emit_lock)
         self.offload.attach(self.graph)
+        # Event media (README "Events"): off entirely when neither snapshots nor clips are kept.
+        self.events: EventRecorder | None = None
+        if settings.events.snapshots or settings.events.clips:
+            self.events = EventRecorder(
+                settings.events,
+                settings.events_dir,
+                self.results.publish_event,
+                self._send_event_snapshot,
+            )
+            self.results.recorder = self.events
+            self.results.stats_sections["events"] = self.events.stats
+        self._attach_recorder(self.graph)
         self._house = threading.Thread(
             target=background(self._housekeeping), name="housekeeping", daemon=True
         )
@@ -134,6 +147,8 @@ class App:
         self.mqtt.start()
         self._register_models()
         self.offload.start()
+        if self.events is not None:
+            self.events.start()
         self.graph.start()
         self.control.start()
         self._house.start()
@@ -184,6 +199,24 @@ class App:
         with self.emit_lock:
             self.results.publish_note(pipeline, source, note)
 
+    def _attach_recorder(self, graph: Graph) -> None:
+        """Hand every vision pipeline of ``graph`` the event recorder (if there is one)."""
+        for pipeline in graph.pipelines.values():
+            if isinstance(pipeline, Pipeline):
+                pipeline.recorder = self.events
+
+    @staticmethod
+    def _media_problem(pipeline: Pipeline | AudioPipeline) -> str | None:
+        """Why ``pipeline``'s event media keep failing (a full or read-only store), if they do."""
+        recorder = pipeline.recorder if isinstance(pipeline, Pipeline) else None
+        if recorder is None or not recorder.failures.degraded:
+            return None
+        return f"event media: {recorder.failures.reason()}"
+
+    def _send_event_snapshot(self, pipeline: str, event_id: str, jpeg: bytes) -> None:
+        """``[events] publish_snapshots``: an ended event's JPEG, QoS 1, not retained."""
+        self.mqtt.publish(self.mqtt.topics.event_snapshot(pipeline, event_id), jpeg, qos=1)
+
     def _emit_audio(
         self, pipeline: AudioPipeline, start: float, duration: float, result: AudioResult
     ) -> None:
@@ -225,6 +258,8 @@ class App:
                 else:
                     # A stage that keeps failing shows here, with its last error.
                     status, reason = p.health
+                    if status != "degraded" and (media := self._media_problem(p)):
+                        status, reason = "degraded", media
                     pipelines[name] = (
                         PipelineState(status="degraded", reason=reason, threshold=p.threshold)
                         if status == "degraded"
@@ -334,7 +369,7 @@ class App:
             return _refused(_in_file(exc.file, exc.problems), exc.file)
         except CatalogError as exc:
             return _refused([f"models.catalog: {exc}"])
-        keep = ("device_id", "mqtt", "outbox", "metrics", "offload")
+        keep = ("device_id", "mqtt", "outbox", "metrics", "offload", "events")
         restart = tuple(k for k in keep if getattr(new, k) != getattr(self.settings, k))
         if restart:
             log.warning("app.reload_partial", restart_needed=restart)
@@ -356,6 +391,7 @@ class App:
             return _refused([str(exc)])
         self.offload.attach(graph)
         self._attach_zones(graph)
+        self._attach_recorder(graph)
         with self._lock:
             old = self.graph
             old.stop(time.monotonic() + 5.0)
@@ -414,6 +450,9 @@ class App:
         with self._lock:
             self.graph.stop(deadline)
         self.offload.stop()
+        if self.events is not None:
+            # The pipelines ended their events; their media and `end` messages go out now.
+            self.events.stop(timeout=max(0.5, deadline - time.monotonic() - 3.0))
         self.publish_state(force=True)
         # Give the forwarder what is left of the budget to get results out,
         # keeping ~1.5 s for the 'stopped' handshake.

@@ -15,6 +15,7 @@ from pydantic.fields import FieldInfo
 
 from edged.settings import (
     CommandsSettings,
+    EventsSettings,
     FallSettings,
     LineSettings,
     MaskSettings,
@@ -47,6 +48,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[offload]", OffloadSettings, "EDGED_OFFLOAD__"),
     ("[metrics]", MetricsSettings, "EDGED_METRICS__"),
     ("[commands]", CommandsSettings, "EDGED_COMMANDS__"),
+    ("[events]", EventsSettings, "EDGED_EVENTS__"),
 ]
 
 

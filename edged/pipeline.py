@@ -31,6 +31,7 @@ from edged.types import Detection, Frame, Pose
 from edged.zones.stage import ZoneStage, ZoneUpdate
 
 if TYPE_CHECKING:
+    from edged.events.recorder import EventRecorder
     from edged.offload.policy import OffloadGate
 
 log = structlog.get_logger(__name__)
@@ -133,6 +134,8 @@ class Pipeline:
         self.finished = threading.Event()
         #: Hybrid offload's gate (DESIGN §4), set by the app when this pipeline opted in.
         self.offload: OffloadGate | None = None
+        #: Event media (``[events]``): best frames and clips, set by the app.
+        self.recorder: EventRecorder | None = None
 
     @property
     def errors(self) -> int:
@@ -242,6 +245,7 @@ class Pipeline:
                 dets = [d for d in result.items if isinstance(d, Detection)]
                 # Monotonic time: a wall-clock step must not age every track out at once.
                 tracks, events = self._tracker.update(dets, frame.mono)
+                self._record(frame, tracks)
                 if self.zones is not None:
                     stage = "zones"
                     result = self._zones_step(frame, result, tracks)
@@ -291,6 +295,15 @@ class Pipeline:
         except Exception as exc:  # noqa: BLE001
             self.failures.failed("zones", exc)
 
+    def _record(self, frame: Frame, tracks: list[Track]) -> None:
+        """Event media: let the recorder keep best frames and clip frames (stage ``events``)."""
+        if self.recorder is None:
+            return
+        try:
+            self.recorder.observe(self.name, frame, tracks)
+        except Exception as exc:  # noqa: BLE001  media are extra; results and events go on
+            self.failures.failed("events", exc)
+
     def _gate_passes(self, frame: Frame) -> bool:
         """The motion gate's verdict; a failing gate lets the frame through (fail open)."""
         if self._gate is None:
@@ -334,6 +347,13 @@ class Pipeline:
                 break
         if self.status == "running":
             self.status = "stopped" if self._stop.is_set() else "ended"
+        self._wind_down(frame_seen)
+        log.info("pipeline_finished", processed=self.processed, status=self.status)
+        self.finished.set()
+
+    def _wind_down(self, frame_seen: Frame | None) -> None:
+        """Close what the pipeline holds open when it ends: tracks (their ``end`` events),
+        falls, zones (back to empty) and the event recorder's clips."""
         if self._tracker is not None and self._emit_events is not None:
             try:
                 last = self._tracker.flush()
@@ -343,8 +363,8 @@ class Pipeline:
                 self.failures.failed("emit", exc)
         self._close_falls()
         self._zones_end(frame_seen)
-        log.info("pipeline_finished", processed=self.processed, status=self.status)
-        self.finished.set()
+        if self.recorder is not None:
+            self.recorder.finished(self.name)
 
     def stats(self) -> PipelineStats:
         """Counters and latency percentiles over the last few hundred frames."""

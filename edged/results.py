@@ -54,6 +54,7 @@ from edged.types import Detection, Frame, Pose
 from edged.zones.stage import ZoneUpdate
 
 if TYPE_CHECKING:
+    from edged.events.recorder import EventRecorder
     from edged.graph import Graph
     from edged.publish.outbox import Outbox
 
@@ -110,6 +111,8 @@ class ResultPublisher:
         self._refs: dict[str, ModelRef] = {}
         # Object events still open, by (pipeline, track id).
         self._events: dict[tuple[str, int], _OpenEvent] = {}
+        #: Keeps events' best frames and writes their media (``[events]``); None: no media.
+        self.recorder: EventRecorder | None = None
         self._runtimes: dict[str, str] = {}
         self._accelerators: dict[str, str] = {}  # model name → the accelerator it runs on
         self._labelled: set[str] = set()  # models whose label is retained on the broker
@@ -156,15 +159,29 @@ class ResultPublisher:
     ) -> None:
         """Publish tracker events as object events (``start`` / ``update`` / ``end``) on
         ``…/<pipeline>/events``; ``event_id`` is stable for the track's whole life.
-        ``zones_of`` names each track's zones at this frame (pipelines with zones)."""
+        ``zones_of`` names each track's zones at this frame (pipelines with zones).
+
+        With a :attr:`recorder`, ``top_score`` and ``box`` come from the best
+        frame of every frame the track was seen in, and the ``end`` is handed
+        to the recorder, which publishes it once the event's media are written.
+        """
+        # The tracker measures time in frame.mono; payloads carry wall-clock time.
+        wall = frame.ts - frame.mono
         for e in events:
             t = e.track
             key = (pipeline, t.id)
             if e.kind == "new" or key not in self._events:
                 self._events[key] = _OpenEvent(new_id(), t.score, t.box)
+                if self.recorder is not None:
+                    self.recorder.opened(
+                        pipeline, t.id, self._events[key].event_id, t.first_ts + wall
+                    )
             ev = self._events[key]
             if t.score > ev.top_score:  # the best frame so far names the event's box
                 ev.top_score, ev.box = t.score, t.box
+            best = self.recorder.top(pipeline, t.id) if self.recorder is not None else None
+            if best is not None and best.score >= ev.top_score:
+                ev.top_score, ev.box = best.score, best.box
             if e.kind == "end":
                 del self._events[key]
             payload = EventResult(
@@ -179,15 +196,22 @@ class ResultPublisher:
                 label=t.label,
                 track_id=t.id,
                 zones=list(zones_of(t.id)) if zones_of is not None else [],
-                start=iso_utc(t.first_ts),
-                end=iso_utc(t.last_ts) if e.kind == "end" else None,
+                start=iso_utc(t.first_ts + wall),
+                end=iso_utc(t.last_ts + wall) if e.kind == "end" else None,
                 duration_s=round(max(0.0, t.last_ts - t.first_ts), 2),
                 score=t.score,
                 top_score=ev.top_score,
                 box=ev.box,
                 data={"hits": t.hits, "frame": frame.id},
             )
-            self.sink.accept(ResultEnvelope.of(self.topics, payload))
+            if e.kind == "end" and self.recorder is not None:
+                self.recorder.ended(pipeline, t.id, payload, t.last_ts + wall)
+            else:
+                self.publish_event(payload)
+
+    def publish_event(self, payload: EventResult) -> None:
+        """Hand one event message to the sink (also the recorder's way to publish an ``end``)."""
+        self.sink.accept(ResultEnvelope.of(self.topics, payload))
 
     def publish_note(self, pipeline: str, source: str, note: EventNote) -> None:
         """Publish one phase of a sound or fall event on ``…/<pipeline>/events``."""

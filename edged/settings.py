@@ -723,7 +723,14 @@ class MetricsSettings(_Section):
 
 #: Every MQTT command, by name (``edged/control/commands.py`` implements them).
 CommandName = Literal[
-    "ping", "enable", "disable", "set_enabled", "set_threshold", "reload", "snapshot"
+    "ping",
+    "enable",
+    "disable",
+    "set_enabled",
+    "set_threshold",
+    "reload",
+    "snapshot",
+    "event_snapshot",
 ]
 
 #: Commands that change nothing and reveal nothing beyond what ``state`` already
@@ -742,9 +749,63 @@ class CommandsSettings(_Section):
     allow: list[CommandName] = Field(
         default=list(READ_ONLY_COMMANDS),
         description="Commands the daemon runs; any other is answered 'not allowed'. The default "
-        "is the read-only 'ping'; 'enable', 'disable', 'set_enabled', 'set_threshold', 'reload' and "
-        "'snapshot' (a camera image) must be listed to be accepted. Applied on reload; Home "
-        "Assistant controls are announced only for allowed commands.",
+        "is the read-only 'ping'; 'enable', 'disable', 'set_enabled', 'set_threshold', 'reload', "
+        "'snapshot' (a camera image) and 'event_snapshot' (an event's stored JPEG) must be listed "
+        "to be accepted. Applied on reload; Home Assistant controls are announced only for "
+        "allowed commands.",
+    )
+
+
+class EventsSettings(_Section):
+    """Object events' media on the device: best snapshots and optional clips (README "Events").
+
+    Nothing here leaves the device unless ``publish_snapshots`` is on or the
+    ``event_snapshot`` command is allowed. Applied at restart.
+    """
+
+    snapshots: bool = Field(
+        True, description="Keep each object event's best frame as JPEG (full and cropped)."
+    )
+    dir: OptPath = Field(
+        None, description="Where event media are kept; default <state_dir>/events."
+    )
+    max_mb: float = Field(
+        512, ge=1, le=TIB_IN_MIB, description="Size bound of the store, MiB; oldest evicted first."
+    )
+    max_age_hours: float = Field(
+        168, ge=0.01, le=8760, description="Media older than this are deleted, hours."
+    )
+    quality: int = Field(85, ge=10, le=100, description="JPEG quality of snapshots.")
+    max_side: int = Field(
+        1920,
+        ge=64,
+        le=8192,
+        description="Longest side of snapshots and clips, px (never upscaled).",
+    )
+    crop_margin: float = Field(
+        0.15, ge=0, le=2, description="Margin around the box of the cropped snapshot, fraction."
+    )
+    publish_snapshots: bool = Field(
+        False,
+        description="Publish each ended event's snapshot on <prefix>/<dev>/<pipeline>/events/"
+        "<event_id>/snapshot (JPEG, QoS 1, not retained).",
+    )
+    clips: bool = Field(
+        False, description="Record an MP4 of each object event (pre-roll + event + post-roll)."
+    )
+    pre_roll_s: float = Field(5.0, ge=0, le=60, description="Clip: seconds before the event.")
+    post_roll_s: float = Field(
+        5.0,
+        ge=0,
+        le=60,
+        description="Clip: seconds after the event; its 'end' message waits for them.",
+    )
+    clip_fps: float = Field(
+        10.0,
+        ge=1,
+        le=30,
+        description="Clip frame rate; also bounds the in-memory ring of recent frames "
+        "(pre_roll_s + 2 s) x clip_fps JPEGs per pipeline.",
     )
 
 
@@ -788,6 +849,7 @@ class Settings(BaseSettings):
     offload: OffloadSettings = Field(default_factory=OffloadSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
+    events: EventsSettings = Field(default_factory=EventsSettings)
 
     @classmethod
     def settings_customise_sources(
@@ -859,6 +921,11 @@ class Settings(BaseSettings):
         if errors:
             raise ValidationError.from_exception_data(type(self).__name__, errors)
         return self
+
+    @property
+    def events_dir(self) -> Path:
+        """Where event media are kept: ``[events] dir``, else ``<state_dir>/events``."""
+        return self.events.dir or self.state_dir / "events"
 
     def source(self, name: str) -> SourceSettings:
         """The source called ``name`` (validated to exist for every pipeline)."""

@@ -26,9 +26,9 @@ def test_example_config_is_valid() -> None:
 
 
 def test_example_config_shows_every_section_key() -> None:
-    """Every key of [outbox], [offload] and [metrics] appears in the example."""
+    """Every key of [outbox], [offload], [metrics] and [events] appears in the example."""
     data = tomllib.loads((REPO / "examples" / "edged.toml").read_text())
-    for section in ("outbox", "offload", "metrics"):
+    for section in ("outbox", "offload", "metrics", "events"):
         fields = set(Settings.model_fields[section].annotation.model_fields)  # type: ignore[union-attr]
         assert fields == set(data[section]), section
 

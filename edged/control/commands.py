@@ -105,6 +105,18 @@ class Snapshot(Command):
     )
 
 
+class EventSnapshot(Command):
+    """Publish an ended event's stored JPEG on ``…/<pipeline>/events/<event_id>/snapshot``."""
+
+    NAME: ClassVar[str] = "event_snapshot"
+
+    # The id names files in the event store: only the daemon's own id alphabet.
+    event_id: Annotated[str, Field(pattern=r"^[0-9A-Za-z_-]{1,64}$")] = Field(
+        description="The event's `event_id` (from its `end` message)."
+    )
+    crop: bool = Field(False, description="The JPEG cropped to the box instead of the full frame.")
+
+
 class Ping(Command):
     """Ask for the daemon's version and uptime."""
 
@@ -113,7 +125,8 @@ class Ping(Command):
 
 #: Every command there is, by name.
 COMMANDS: Final[dict[str, type[Command]]] = {
-    c.NAME: c for c in (Enable, Disable, SetEnabled, SetThreshold, Reload, Snapshot, Ping)
+    c.NAME: c
+    for c in (Enable, Disable, SetEnabled, SetThreshold, Reload, Snapshot, EventSnapshot, Ping)
 }
 
 

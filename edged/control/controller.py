@@ -25,6 +25,7 @@ from edged.control.commands import (
     Command,
     Disable,
     Enable,
+    EventSnapshot,
     Ping,
     Reload,
     SetEnabled,
@@ -85,6 +86,8 @@ class Controller:
                 return self.set_threshold(name, threshold)
             case Snapshot(source=name, quality=quality, max_side=max_side):
                 return self.snapshot(name, quality, max_side)
+            case EventSnapshot(event_id=event_id, crop=crop):
+                return self.event_snapshot(event_id, crop=crop)
             case Reload():
                 return self.reload()
             case Ping():
@@ -162,6 +165,37 @@ class Controller:
             "frame": {"id": frame.id, "ts": iso_utc(frame.ts), "w": frame.width, "h": frame.height},
             "width": width,
             "height": height,
+            "bytes": len(jpeg),
+        }
+
+    def event_snapshot(self, event_id: str, *, crop: bool) -> dict[str, Any]:
+        """Publish an ended event's stored JPEG (QoS 1, not retained) on its snapshot topic."""
+        recorder = self._app.events
+        if recorder is None:
+            raise CommandError(
+                "event_id", "event media are not kept on this device ([events] snapshots = false)"
+            )
+        files = recorder.store.find(event_id)
+        path = files.get("crop" if crop else "snapshot")
+        if path is None:
+            raise CommandError(
+                "event_id",
+                f"no snapshot stored for event {show(event_id)} (unknown, still open, "
+                "or evicted from the store)",
+            )
+        try:
+            jpeg = path.read_bytes()
+        except FileNotFoundError:  # evicted between find and read
+            raise CommandError("event_id", f"event {show(event_id)} was just evicted") from None
+        pipeline = path.parent.name
+        topic = self._app.mqtt.topics.event_snapshot(pipeline, event_id)
+        self._app.mqtt.publish(topic, jpeg, qos=1, retain=False)
+        return {
+            "event_id": event_id,
+            "pipeline": pipeline,
+            "crop": crop,
+            "topic": topic,
+            "path": str(path),
             "bytes": len(jpeg),
         }
 

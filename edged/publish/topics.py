@@ -187,3 +187,7 @@ class Topics:
     def snapshot(self, source: str) -> str:
         """Latest JPEG of ``source``."""
         return f"{self.base}/{_name('source name', source)}/snapshot"
+
+    def event_snapshot(self, pipeline: str, event_id: str) -> str:
+        """JPEG of an ended event's best frame: ``<prefix>/<dev>/<pipeline>/events/<id>/snapshot``."""
+        return f"{self.result(pipeline, 'events')}/{_segment('event id', event_id)}/snapshot"

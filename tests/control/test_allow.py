@@ -27,6 +27,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "set_threshold": {"pipeline": "door", "threshold": 0.9},
     "reload": {},
     "snapshot": {"source": "cam0"},
+    "event_snapshot": {"event_id": "0190a1b2-c3d4"},
 }
 
 

@@ -26,7 +26,8 @@ def refusal(command: str, payload: bytes) -> str:
 
 
 def test_the_command_set_is_closed() -> None:
-    """Exactly seven commands exist; none takes a path, URL, code or topic."""
+    """Exactly eight commands exist; none takes a path, URL, code or topic (an event id is
+    checked against the daemon's own id alphabet before it names a stored file)."""
     assert set(COMMANDS) == {
         "enable",
         "disable",
@@ -34,6 +35,7 @@ def test_the_command_set_is_closed() -> None:
         "set_threshold",
         "reload",
         "snapshot",
+        "event_snapshot",
         "ping",
     }
     fields = {f for model in COMMANDS.values() for f in model.model_fields}
@@ -46,6 +48,8 @@ def test_the_command_set_is_closed() -> None:
         "source",
         "quality",
         "max_side",
+        "event_id",
+        "crop",
     }
 
 
