@@ -29,7 +29,7 @@ from edged.events.onoff import EmitNote
 from edged.events.sound import SoundEvents
 from edged.preprocess.audio import Resampler, Windower
 from edged.settings import PipelineSettings
-from edged.stages import StageFailures, task_stage
+from edged.stages import StageFailures, StageHealth, task_stage
 from edged.tasks.audio import AudioResult, check_labels
 from edged.types import AudioChunk
 
@@ -93,7 +93,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
 
 
-class AudioPipeline:
+class AudioPipeline(StageHealth):
     """Runs one audio task over one source's chunks in a thread."""
 
     def __init__(
@@ -147,18 +147,6 @@ class AudioPipeline:
         self.reason = ""
         self.last_progress = time.monotonic()
         self.finished = threading.Event()
-
-    @property
-    def errors(self) -> int:
-        """Stage failures since start, all stages."""
-        return self.failures.total
-
-    @property
-    def health(self) -> tuple[str, str]:
-        """``(status, reason)`` for ``state``: ``degraded`` while stage failures keep coming."""
-        if self.status == "running" and self.failures.degraded:
-            return "degraded", self.failures.reason()
-        return self.status, self.reason
 
     def start(self) -> None:
         """Start the pipeline thread."""

@@ -24,7 +24,7 @@ from edged.events.onoff import EmitNote, EventNote
 from edged.gate.motion import MotionGate
 from edged.policy import PublishPolicy
 from edged.settings import PipelineSettings
-from edged.stages import StageFailures, task_stage
+from edged.stages import StageFailures, StageHealth, task_stage
 from edged.tasks import VisionResult, VisionTask
 from edged.track.tracker import Track, Tracker, TrackEvent
 from edged.types import Detection, Frame, Pose
@@ -79,7 +79,7 @@ def _pct(values: list[float], q: float) -> float:
     return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
 
 
-class Pipeline:
+class Pipeline(StageHealth):
     """Runs one task over one source's frames in a thread."""
 
     def __init__(
@@ -136,18 +136,6 @@ class Pipeline:
         self.offload: OffloadGate | None = None
         #: Event media (``[events]``): best frames and clips, set by the app.
         self.recorder: EventRecorder | None = None
-
-    @property
-    def errors(self) -> int:
-        """Stage failures since start, all stages."""
-        return self.failures.total
-
-    @property
-    def health(self) -> tuple[str, str]:
-        """``(status, reason)`` for ``state``: ``degraded`` while stage failures keep coming."""
-        if self.status == "running" and self.failures.degraded:
-            return "degraded", self.failures.reason()
-        return self.status, self.reason
 
     def start(self) -> None:
         self._thread.start()

@@ -103,3 +103,27 @@ class StageFailures:
     def reason(self) -> str:
         """What ``state`` says of a degraded pipeline."""
         return f"{self._burst} failures since it last ran clean; last: {self.last_error}"
+
+
+class StageHealth:
+    """What a pipeline thread reports from its :class:`StageFailures`, for ``state``.
+
+    Video and audio pipelines both own ``failures``, ``status`` and ``reason``;
+    the two properties derived from them are written once, here.
+    """
+
+    failures: StageFailures
+    status: str
+    reason: str
+
+    @property
+    def errors(self) -> int:
+        """Stage failures since start, all stages."""
+        return self.failures.total
+
+    @property
+    def health(self) -> tuple[str, str]:
+        """``(status, reason)`` for ``state``: ``degraded`` while stage failures keep coming."""
+        if self.status == "running" and self.failures.degraded:
+            return "degraded", self.failures.reason()
+        return self.status, self.reason
