@@ -44,6 +44,7 @@ from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
 from edged.publish.payloads import OutboxState, PipelineState, SourceState, State, iso_utc
 from edged.results import ResultPublisher
+from edged.rollout.manager import RolloutManager
 from edged.sched import background
 from edged.settings import Settings, load_settings, read_secret
 from edged.tasks import VisionResult
@@ -123,6 +124,8 @@ class App:
             target=background(self._housekeeping), name="housekeeping", daemon=True
         )
         self._last_state = b""
+        #: ``model_update``: fetch, evaluate, switch and watch a pipeline's model (docs/rollout.md).
+        self.rollout = RolloutManager(self)
         self.control = ControlPlane(self)
 
     # -- start -----------------------------------------------------------
@@ -366,6 +369,7 @@ class App:
                     "sources": new.sources,
                     "pipelines": new.pipelines,
                     "commands": new.commands,
+                    "rollout": new.rollout,
                 }
             )
             self.results.clear_models()
@@ -411,6 +415,7 @@ class App:
         for done in self._take_reloads():
             done.set_result(ReloadOutcome(False, ("the daemon is stopping",)))
         self.control.stop()
+        self.rollout.stop()
         with self._lock:
             self.graph.stop(deadline)
         self.offload.stop()

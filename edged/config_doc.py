@@ -25,6 +25,7 @@ from edged.settings import (
     OutboxSettings,
     PipelineOffloadSettings,
     PipelineSettings,
+    RolloutSettings,
     Settings,
     SoundEventSettings,
     SourceSettings,
@@ -47,6 +48,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[offload]", OffloadSettings, "EDGED_OFFLOAD__"),
     ("[metrics]", MetricsSettings, "EDGED_METRICS__"),
     ("[commands]", CommandsSettings, "EDGED_COMMANDS__"),
+    ("[rollout]", RolloutSettings, "EDGED_ROLLOUT__"),
 ]
 
 

@@ -578,11 +578,38 @@ class PipelineSettings(_Section):
     lines: list[LineSettings] = Field(
         default_factory=list, description="Detection: tripwires crossed by tracked objects."
     )
+    require: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="The bar a model rolled out to this pipeline must clear on the device's "
+        "golden set, as `edged models select` reads it: METRIC OP NUMBER, e.g. "
+        "'recall(person)>=0.9', 'p95_ms<=120' (docs/rollout.md).",
+    )
+    max_latency_ms: float = Field(
+        0.0,
+        ge=0,
+        le=600_000,
+        description="Latency budget: a rolled-out model whose latency p95 goes over it during "
+        "probation is rolled back; 0 = no budget, ms.",
+    )
 
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
         return check_segment(v)
+
+    @field_validator("require")
+    @classmethod
+    def _require_ok(cls, v: list[str]) -> list[str]:
+        # The parser of `edged models select`, imported here: labels import settings.
+        from edged.label.select import Requirement, SelectError  # noqa: PLC0415
+
+        for text in v:
+            try:
+                Requirement.parse(text)
+            except SelectError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("accelerator")
     @classmethod
@@ -733,7 +760,14 @@ class MetricsSettings(_Section):
 
 #: Every MQTT command, by name (``edged/control/commands.py`` implements them).
 CommandName = Literal[
-    "ping", "enable", "disable", "set_enabled", "set_threshold", "reload", "snapshot"
+    "ping",
+    "enable",
+    "disable",
+    "set_enabled",
+    "set_threshold",
+    "reload",
+    "snapshot",
+    "model_update",
 ]
 
 #: Commands that change nothing and reveal nothing beyond what ``state`` already
@@ -752,9 +786,34 @@ class CommandsSettings(_Section):
     allow: list[CommandName] = Field(
         default=list(READ_ONLY_COMMANDS),
         description="Commands the daemon runs; any other is answered 'not allowed'. The default "
-        "is the read-only 'ping'; 'enable', 'disable', 'set_enabled', 'set_threshold', 'reload' and "
-        "'snapshot' (a camera image) must be listed to be accepted. Applied on reload; Home "
+        "is the read-only 'ping'; 'enable', 'disable', 'set_enabled', 'set_threshold', 'reload', "
+        "'model_update' and 'snapshot' (a camera image) must be listed to be accepted. Applied on reload; Home "
         "Assistant controls are announced only for allowed commands.",
+    )
+
+
+class RolloutSettings(_Section):
+    """How a model rolled out over MQTT is watched after the switch (docs/rollout.md)."""
+
+    probation_s: float = Field(
+        60.0,
+        ge=0,
+        le=DAY_S,
+        description="After a switch, watch the pipeline this long; an error ratio or a latency "
+        "p95 over its budget rolls back to the previous model, s.",
+    )
+    max_error_ratio: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Probation: failed frames / frames above this rolls back.",
+    )
+    min_frames: int = Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="Probation: frames the new model must run before its p95 and error ratio "
+        "are judged (fewer say nothing).",
     )
 
 
@@ -798,6 +857,7 @@ class Settings(BaseSettings):
     offload: OffloadSettings = Field(default_factory=OffloadSettings)
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @classmethod
     def settings_customise_sources(

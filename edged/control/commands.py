@@ -2,8 +2,9 @@
 
 The command set is closed: :data:`COMMANDS` is all a client can ask for, and
 no command takes a path, a URL, code or a topic to publish to, so a client
-that may publish commands can toggle and tune pipelines, take a snapshot and
-ask for a reload of the file the operator wrote, and nothing more.
+that may publish commands can toggle and tune pipelines, take a snapshot,
+ask for a reload of the file the operator wrote and roll out a model the
+device's catalog names, and nothing more.
 
 Payloads are validated *strictly*: a JSON object with exactly the documented
 fields of exactly the documented types (``"0.5"`` is not a threshold, ``true``
@@ -105,6 +106,26 @@ class Snapshot(Command):
     )
 
 
+class ModelUpdate(Command):
+    """Roll a catalog model out to a pipeline: fetch, evaluate, switch, probation (docs/rollout.md).
+
+    The model is named from the device's catalog, never by URL or path: the
+    device fetches only files its catalog (or the pinned ``sha256``) vouches for.
+    """
+
+    NAME: ClassVar[str] = "model_update"
+
+    pipeline: Name = Field(description="Name of a detection or single-person pose pipeline.")
+    model: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@+-]+$")] = (
+        Field(description="Catalog name of the candidate model.")
+    )
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        None,
+        description="Pin the exact file: the download must have this SHA-256 (lowercase hex), "
+        "else the rollout is refused and nothing changes.",
+    )
+
+
 class Ping(Command):
     """Ask for the daemon's version and uptime."""
 
@@ -113,7 +134,8 @@ class Ping(Command):
 
 #: Every command there is, by name.
 COMMANDS: Final[dict[str, type[Command]]] = {
-    c.NAME: c for c in (Enable, Disable, SetEnabled, SetThreshold, Reload, Snapshot, Ping)
+    c.NAME: c
+    for c in (Enable, Disable, SetEnabled, SetThreshold, Reload, Snapshot, Ping, ModelUpdate)
 }
 
 

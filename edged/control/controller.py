@@ -25,6 +25,7 @@ from edged.control.commands import (
     Command,
     Disable,
     Enable,
+    ModelUpdate,
     Ping,
     Reload,
     SetEnabled,
@@ -87,6 +88,8 @@ class Controller:
                 return self.snapshot(name, quality, max_side)
             case Reload():
                 return self.reload()
+            case ModelUpdate(pipeline=name, model=model, sha256=sha256):
+                return self._app.rollout.update(name, model, sha256)
             case Ping():
                 return self.ping()
         raise CommandError("command", f"{command.NAME!r} has no handler")  # pragma: no cover

@@ -27,6 +27,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "set_threshold": {"pipeline": "door", "threshold": 0.9},
     "reload": {},
     "snapshot": {"source": "cam0"},
+    "model_update": {"pipeline": "door", "model": "yolox-nano-coco"},
 }
 
 

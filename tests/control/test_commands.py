@@ -26,7 +26,7 @@ def refusal(command: str, payload: bytes) -> str:
 
 
 def test_the_command_set_is_closed() -> None:
-    """Exactly seven commands exist; none takes a path, URL, code or topic."""
+    """Exactly eight commands exist; none takes a path, URL, code or topic."""
     assert set(COMMANDS) == {
         "enable",
         "disable",
@@ -35,6 +35,7 @@ def test_the_command_set_is_closed() -> None:
         "reload",
         "snapshot",
         "ping",
+        "model_update",
     }
     fields = {f for model in COMMANDS.values() for f in model.model_fields}
     assert fields == {
@@ -46,6 +47,8 @@ def test_the_command_set_is_closed() -> None:
         "source",
         "quality",
         "max_side",
+        "model",
+        "sha256",
     }
 
 
