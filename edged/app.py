@@ -139,6 +139,7 @@ class App:
         self.offload.start()
         self.graph.start()
         self.control.start()
+        self.rollout.start()
         self._house.start()
         self.publish_state(force=True)
         self.notifier.ready(f"{len(self.graph.pipelines)} pipelines running")

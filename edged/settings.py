@@ -590,7 +590,28 @@ class PipelineSettings(_Section):
         ge=0,
         le=600_000,
         description="Latency budget: a rolled-out model whose latency p95 goes over it during "
-        "probation is rolled back; 0 = no budget, ms.",
+        "probation is rolled back, and with right_size a sustained p95 over it steps down to a "
+        "smaller model; 0 = no budget, ms.",
+    )
+    right_size: bool = Field(
+        False,
+        description="Step down to the next smaller catalog model that meets 'require' when the "
+        "device cannot hold max_latency_ms, max_temp_c or max_drop_ratio for [rollout] "
+        "window_s, and back up when headroom returns (docs/rollout.md).",
+    )
+    max_temp_c: float = Field(
+        0.0,
+        ge=0,
+        le=150,
+        description="right_size: SoC temperature (as in stats) above which to step down; 0 = "
+        "no thermal limit, °C.",
+    )
+    max_drop_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="right_size: frames dropped / frames offered above which to step down; 0 = "
+        "no bound.",
     )
 
     @field_validator("name")
@@ -617,6 +638,19 @@ class PipelineSettings(_Section):
         if not accel.valid(v):
             raise ValueError(f"unknown accelerator {v!r}; one of: {', '.join(accel.NAMES)}")
         return v
+
+    @model_validator(mode="after")
+    def _right_size_ok(self) -> PipelineSettings:
+        if self.right_size and not (self.max_latency_ms or self.max_temp_c or self.max_drop_ratio):
+            raise ValueError(
+                "right_size needs a limit to hold: set max_latency_ms, max_temp_c or max_drop_ratio"
+            )
+        if self.right_size and (self.task == "audio" or self.detector):
+            raise ValueError(
+                "right_size is for detection and single-person pose pipelines (no audio, no "
+                "detector)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _zones_ok(self) -> PipelineSettings:
@@ -814,6 +848,20 @@ class RolloutSettings(_Section):
         le=10_000,
         description="Probation: frames the new model must run before its p95 and error ratio "
         "are judged (fewer say nothing).",
+    )
+    window_s: float = Field(
+        30.0,
+        ge=1,
+        le=DAY_S,
+        description="right_size: a limit must be broken (or headroom seen) this long before a "
+        "pipeline steps down (or up), s.",
+    )
+    step_up_below: float = Field(
+        0.7,
+        ge=0.1,
+        le=0.95,
+        description="right_size: step back up once latency p95 stays below this fraction of "
+        "max_latency_ms (and temperature below max_temp_c) for window_s (hysteresis).",
     )
 
 

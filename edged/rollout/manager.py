@@ -38,7 +38,9 @@ from edged.pipeline import Pipeline
 from edged.publish.payloads import Message, iso_utc
 from edged.rollout import policy
 from edged.rollout.evaluate import evaluate
+from edged.rollout.rightsizing import RightSizing
 from edged.rollout.status import ModelId, Phase, RolloutStatus
+from edged.settings import PipelineSettings
 from edged.tasks import VisionTask, build_task
 
 if TYPE_CHECKING:
@@ -80,6 +82,7 @@ class RolloutManager:
         #: See :data:`ModelWrapper`; None in production.
         self.wrap_model: ModelWrapper | None = None
         self.last: RolloutStatus | None = None
+        self.sizing = RightSizing(self)
 
     # -- command ----------------------------------------------------------
     def update(self, pipeline: str, model: str, sha256: str | None = None) -> dict[str, Any]:
@@ -168,21 +171,10 @@ class RolloutManager:
         status = self._phase(status, "evaluating", to=ModelId(name=model, sha256=resolved.sha256))
         log.info("rollout.evaluating", pipeline=name, model=model, sha256=resolved.sha256)
         try:
-            loaded = load_model(
-                resolved.path,
-                runtime=resolved.runtime,
-                threads=p.threads,
-                accelerator=p.accelerator,
-                cache_dir=cache_dir(models_dir),
-            )
+            loaded, task = self._load(p, resolved)
         except EdgedError as exc:
             raise self._refuse(status, f"load: {exc}") from None
-        if self.wrap_model is not None:
-            loaded = self.wrap_model(loaded)
         try:
-            task = cast(
-                VisionTask, build_task(p.model_copy(update={"model": model}), resolved, loaded)
-            )
             metrics = evaluate(p.task, task, resolved.path)
         except Exception as exc:  # noqa: BLE001  (any failure of the candidate refuses it)
             loaded.close()
@@ -194,6 +186,24 @@ class RolloutManager:
             raise self._refuse(status, "fails the bar: " + "; ".join(reasons))
         log.info("rollout.evaluated", pipeline=name, model=model, metrics=metrics)
         return _Rollout(pipeline, old, (resolved, loaded), task, status)
+
+    def _load(self, p: PipelineSettings, resolved: ResolvedModel) -> tuple[Model, VisionTask]:
+        """Load and warm up ``resolved`` as pipeline ``p`` would, and build its task on it."""
+        loaded = load_model(
+            resolved.path,
+            runtime=resolved.runtime,
+            threads=p.threads,
+            accelerator=p.accelerator,
+            cache_dir=cache_dir(self._app.settings.models.dir),
+        )
+        if self.wrap_model is not None:
+            loaded = self.wrap_model(loaded)
+        try:
+            task = build_task(p.model_copy(update={"model": resolved.name}), resolved, loaded)
+        except Exception:
+            loaded.close()
+            raise
+        return loaded, cast(VisionTask, task)
 
     def _switch(self, run: _Rollout) -> None:
         """Swap the candidate in between two frames; refuse (and close it) if that fails."""
@@ -326,8 +336,13 @@ class RolloutManager:
         except EdgedError as exc:  # the rollout goes on; the log has every phase anyway
             log.warning("rollout.status_not_published", error=str(exc))
 
+    def start(self) -> None:
+        """Start right-sizing (a no-op thread when no pipeline opted in)."""
+        self.sizing.start()
+
     def stop(self, timeout: float = 2.0) -> None:
         """End a probation in progress (the daemon is stopping); the new model stays."""
         self._stop.set()
+        self.sizing.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)

@@ -45,6 +45,10 @@ class RolloutStatus(BaseModel):
     metrics: dict[str, float | None] = Field(
         default_factory=dict, description="The candidate's golden-set numbers (label metrics)."
     )
+    from_metrics: dict[str, float | None] = Field(
+        default_factory=dict,
+        description="Right-sizing: the previous model's golden-set numbers (both labels).",
+    )
     probation: dict[str, float] = Field(
         default_factory=dict, description="Probation window so far: frames, failures, p95 ms."
     )

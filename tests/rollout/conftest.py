@@ -16,6 +16,7 @@ import pytest
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
+from edged.check import Preflight
 from tests.control.conftest import RunningApp, photos_config, start_app, wait_until_serving
 from tests.helpers.broker import RunningBroker, Subscriber
 from tests.helpers.commands import CommandClient
@@ -39,14 +40,21 @@ def fresh_models(tmp_path: Path, model_mirror: Path) -> Path:
 def start_rollout_app(
     tmp_path: Path, fresh_models: Path, media_dir: Path, broker: RunningBroker
 ) -> Iterator[StartRollout]:
-    """Start an App (pipeline ``door`` on SSD, no tracking) with extra pipeline/rollout keys."""
+    """Start an App (pipeline ``door`` on SSD, no tracking) with extra pipeline/rollout keys.
+
+    ``prepare`` sees the pre-flight's loaded models before the graph is built.
+    """
     stops: list[Callable[[], None]] = []
 
-    def start(rollout: dict[str, Any] | None = None, **pipeline: Any) -> RunningApp:
+    def start(
+        rollout: dict[str, Any] | None = None,
+        prepare: Callable[[Preflight], None] | None = None,
+        **pipeline: Any,
+    ) -> RunningApp:
         cfg = photos_config(tmp_path, fresh_models, media_dir, broker, track=False, **pipeline)
         cfg["rollout"] = {"probation_s": 2, "min_frames": 3, **(rollout or {})}
         path = tmp_path / "edged.toml"
-        app, stop = start_app(cfg, path)
+        app, stop = start_app(cfg, path, prepare=prepare)
         stops.append(stop)
         with CommandClient(broker.host, broker.port) as client:
             wait_until_serving(client)

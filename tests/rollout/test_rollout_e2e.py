@@ -7,17 +7,13 @@ YOLOX-nano (ONNX Runtime). Both detect people, so a bar on
 
 from __future__ import annotations
 
-import threading
 import time
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import numpy.typing as npt
 import pytest
 
 from edged.catalog.catalog import load_catalog
-from edged.infer.base import Model
 from tests.helpers.broker import Subscriber
 from tests.rollout.conftest import (
     BASE,
@@ -27,6 +23,7 @@ from tests.rollout.conftest import (
     docs,
     phases,
 )
+from tests.rollout.doubles import SlowInPipelines
 
 pytestmark = pytest.mark.broker
 
@@ -146,34 +143,6 @@ def test_a_model_that_misses_the_bar_is_refused_with_the_reason(
     seen = len(docs(sub, DETECTIONS))
     wait_models(sub, "ssd-mobilenet-v1-coco-int8", count=seen + 3)
     assert runs_of(assert_no_gap(sub)) == ["ssd-mobilenet-v1-coco-int8"]
-
-
-class SlowInPipelines:
-    """Test double around a real model: sleeps before each run *in a pipeline thread* only.
-
-    A mock at this boundary only (issue 15 allows it): the real model does the
-    work; the sleep stands in for a device that cannot hold the budget (heat,
-    a busy CPU). The golden-set evaluation runs in the command worker, so the
-    candidate clears the bar and is slow only once it is live.
-    """
-
-    def __init__(self, model: Model, sleep_s: float) -> None:
-        self._model = model
-        self._sleep_s = sleep_s
-        self.path = model.path
-        self.runtime = model.runtime
-        self.accelerator = model.accelerator
-        self.threads = model.threads
-        self.inputs = model.inputs
-        self.outputs = model.outputs
-
-    def run(self, inputs: list[npt.NDArray[np.generic]]) -> list[npt.NDArray[np.float32]]:
-        if threading.current_thread().name.startswith("pipeline-"):
-            time.sleep(self._sleep_s)
-        return self._model.run(inputs)
-
-    def close(self) -> None:
-        self._model.close()
 
 
 def test_a_model_over_its_latency_budget_in_probation_is_rolled_back(
