@@ -379,6 +379,8 @@ class App:
         self.publish_state(force=True)
         # Entities of removed pipelines are cleared, those of new ones announced.
         self.publish_discovery()
+        # The configured models run again: converge to …/models/desired anew.
+        self.rollout.desired.reapply()
         log.info("app.reloaded", pipelines=list(graph.pipelines))
         return ReloadOutcome(applied=True, restart_needed=restart)
 

@@ -37,6 +37,7 @@ from edged.infer.registry import load_model
 from edged.pipeline import Pipeline
 from edged.publish.payloads import Message, iso_utc
 from edged.rollout import policy
+from edged.rollout.desired import DesiredWatch
 from edged.rollout.evaluate import evaluate
 from edged.rollout.rightsizing import RightSizing
 from edged.rollout.status import ModelId, Phase, RolloutStatus
@@ -68,6 +69,8 @@ class _Rollout:
     task: VisionTask
     status: RolloutStatus
     previous_task: VisionTask | None = None
+    #: Set once the outcome is published and the busy lock released.
+    finished: bool = False
     started: float = field(default_factory=time.monotonic)
 
 
@@ -83,6 +86,7 @@ class RolloutManager:
         self.wrap_model: ModelWrapper | None = None
         self.last: RolloutStatus | None = None
         self.sizing = RightSizing(self)
+        self.desired = DesiredWatch(self)
 
     # -- command ----------------------------------------------------------
     def update(self, pipeline: str, model: str, sha256: str | None = None) -> dict[str, Any]:
@@ -166,13 +170,14 @@ class RolloutManager:
                 )
             pull(entry, models_dir, mirror=mirror_dir(settings))
             resolved = resolve_entry(catalog, entry, models_dir, decoder=p.decoder)
-        except EdgedError as exc:
+        except (EdgedError, OSError) as exc:  # OSError: a full or read-only models dir
             raise self._refuse(status, f"download: {exc}") from None
         status = self._phase(status, "evaluating", to=ModelId(name=model, sha256=resolved.sha256))
         log.info("rollout.evaluating", pipeline=name, model=model, sha256=resolved.sha256)
         try:
             loaded, task = self._load(p, resolved)
-        except EdgedError as exc:
+        # Runtimes raise their own types for a file they cannot run; any of them refuses it.
+        except Exception as exc:  # noqa: BLE001
             raise self._refuse(status, f"load: {exc}") from None
         try:
             metrics = evaluate(p.task, task, resolved.path)
@@ -278,9 +283,14 @@ class RolloutManager:
                     return
             # The daemon is stopping: the new model stays (the graph closes it).
             self._finish(run, "done", "the daemon stopped during probation")
+        # A probation bug must not leave the busy lock held.
         except Exception as exc:
             log.exception("rollout.probation_failed")
-            self._roll_back(run, f"probation failed: {exc}")
+            try:
+                self._roll_back(run, f"probation failed: {exc}")
+            finally:
+                if not run.finished:
+                    self._busy.release()
 
     def _roll_back(self, run: _Rollout, why: str) -> None:
         app = self._app
@@ -305,6 +315,7 @@ class RolloutManager:
 
     def _finish(self, run: _Rollout, phase: Phase, reason: str, *, close: bool = True) -> None:
         """End the rollout: publish ``phase``; after ``done`` the previous model is closed."""
+        run.finished = True
         if close:
             run.old[1].close()
         run.status = self._phase(run.status, phase, reason=reason)
@@ -337,12 +348,21 @@ class RolloutManager:
             log.warning("rollout.status_not_published", error=str(exc))
 
     def start(self) -> None:
-        """Start right-sizing (a no-op thread when no pipeline opted in)."""
+        """Start right-sizing and the watch of ``…/models/desired``."""
         self.sizing.start()
+        self.desired.start()
+
+    def busy(self) -> bool:
+        """Whether a rollout (or a right-sizing step) is in progress."""
+        if self._busy.acquire(blocking=False):
+            self._busy.release()
+            return False
+        return True
 
     def stop(self, timeout: float = 2.0) -> None:
         """End a probation in progress (the daemon is stopping); the new model stays."""
         self._stop.set()
+        self.desired.stop(timeout)
         self.sizing.stop(timeout)
         if self._thread is not None:
             self._thread.join(timeout)
