@@ -310,7 +310,6 @@ class RolloutManager:
             return
         run.new[1].close()
         self._after_change()
-        log.warning("rollout.rolled_back", pipeline=name, model=run.new[0].name, reason=why)
         self._finish(run, "rolled_back", why, close=False)
 
     def _finish(self, run: _Rollout, phase: Phase, reason: str, *, close: bool = True) -> None:
@@ -319,8 +318,9 @@ class RolloutManager:
         if close:
             run.old[1].close()
         run.status = self._phase(run.status, phase, reason=reason)
-        log.info(f"rollout.{phase}", pipeline=run.pipeline.name, model=run.new[0].name,
-                 reason=reason)  # fmt: skip
+        # A rollback is what an operator must notice; "done" is routine.
+        emit = log.warning if phase == "rolled_back" else log.info
+        emit(f"rollout.{phase}", pipeline=run.pipeline.name, model=run.new[0].name, reason=reason)
         self._busy.release()
 
     # -- status -----------------------------------------------------------
