@@ -849,6 +849,11 @@ class RolloutSettings(_Section):
         description="Probation: frames the new model must run before its p95 and error ratio "
         "are judged (fewer say nothing).",
     )
+    allow_urls: bool = Field(
+        False,
+        description="model_update may name a URL (with its sha256) to fetch another build of a "
+        "catalog model from; off: only the catalog's own sources (mirror, publisher URLs).",
+    )
     window_s: float = Field(
         30.0,
         ge=1,

@@ -88,8 +88,8 @@ class Controller:
                 return self.snapshot(name, quality, max_side)
             case Reload():
                 return self.reload()
-            case ModelUpdate(pipeline=name, model=model, sha256=sha256):
-                return self._app.rollout.update(name, model, sha256)
+            case ModelUpdate(pipeline=name, model=model, sha256=sha256, url=url):
+                return self._app.rollout.update(name, model, sha256, url)
             case Ping():
                 return self.ping()
         raise CommandError("command", f"{command.NAME!r} has no handler")  # pragma: no cover

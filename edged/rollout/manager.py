@@ -23,12 +23,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import TYPE_CHECKING, Any, cast
 
 import structlog
 
-from edged.catalog.catalog import load_catalog
-from edged.catalog.fetch import pull
+from edged.catalog.catalog import CatalogEntry, load_catalog
+from edged.catalog.fetch import pull, pull_artifact
 from edged.catalog.resolve import ResolvedModel, mirror_dir, resolve_entry
 from edged.errors import CommandError, EdgedError
 from edged.infer.accel import cache_dir
@@ -89,19 +90,29 @@ class RolloutManager:
         self.desired = DesiredWatch(self)
 
     # -- command ----------------------------------------------------------
-    def update(self, pipeline: str, model: str, sha256: str | None = None) -> dict[str, Any]:
+    def update(
+        self, pipeline: str, model: str, sha256: str | None = None, url: str | None = None
+    ) -> dict[str, Any]:
         """Roll ``model`` (a catalog name, optionally pinned to ``sha256``) out to ``pipeline``.
+
+        ``url`` (with ``sha256``) fetches another build of that catalog model
+        from there; only when ``[rollout] allow_urls`` is on.
 
         Returns the reply fields once the switch is made (phase ``probation``,
         or ``done`` without probation); raises CommandError when the rollout
         is refused, after publishing why.
         """
+        if url is not None and not self._app.settings.rollout.allow_urls:
+            raise CommandError(
+                "url", "this device fetches no URL sent in a command; the operator can allow "
+                "it with [rollout] allow_urls = true (docs/rollout.md)"
+            )  # fmt: skip
         if not self._busy.acquire(blocking=False):
             busy = self.last.pipeline if self.last is not None else "?"
             raise CommandError("pipeline", f"a rollout is already in progress (pipeline {busy!r})")
         handed_over = False
         try:
-            run = self._prepare(pipeline, model, sha256)
+            run = self._prepare(pipeline, model, sha256, url)
             self._switch(run)
             handed_over = True
         finally:
@@ -136,7 +147,7 @@ class RolloutManager:
                                    "(detector); rollout swaps single-model tasks")  # fmt: skip
             return found, app.graph.models[name]
 
-    def _prepare(self, name: str, model: str, sha256: str | None) -> _Rollout:
+    def _prepare(self, name: str, model: str, sha256: str | None, url: str | None) -> _Rollout:
         """Download, load, evaluate; a _Rollout ready to switch, or CommandError (published)."""
         app = self._app
         settings = app.settings
@@ -153,7 +164,7 @@ class RolloutManager:
             max_latency_ms=p.max_latency_ms,
         )
         self._publish(status)
-        log.info("rollout.downloading", pipeline=name, model=model, sha256=sha256)
+        log.info("rollout.downloading", pipeline=name, model=model, sha256=sha256, url=url)
         models_dir = settings.models.dir
         try:
             catalog = load_catalog(settings.models.catalog, models_dir=models_dir)
@@ -162,13 +173,7 @@ class RolloutManager:
                 raise EdgedError(
                     f"{model!r} is a {entry.task} model, but pipeline {name!r} runs {p.task}"
                 )
-            if sha256 is not None and sha256 != entry.file.sha256:
-                # The request pins another file than the catalog's: fetch that
-                # one, verified against the pinned hash, or nothing.
-                entry = entry.model_copy(
-                    update={"file": entry.file.model_copy(update={"sha256": sha256})}
-                )
-            pull(entry, models_dir, mirror=mirror_dir(settings))
+            entry = self._fetch(entry, sha256, url)
             resolved = resolve_entry(catalog, entry, models_dir, decoder=p.decoder)
         except (EdgedError, OSError) as exc:  # OSError: a full or read-only models dir
             raise self._refuse(status, f"download: {exc}") from None
@@ -191,6 +196,35 @@ class RolloutManager:
             raise self._refuse(status, "fails the bar: " + "; ".join(reasons))
         log.info("rollout.evaluated", pipeline=name, model=model, metrics=metrics)
         return _Rollout(pipeline, old, (resolved, loaded), task, status)
+
+    def _fetch(self, entry: CatalogEntry, sha256: str | None, url: str | None) -> CatalogEntry:
+        """Install the candidate's files; the entry as installed (its file may be a variant).
+
+        A pinned ``sha256`` other than the catalog's, or a ``url``, names another
+        build of the catalog model (same inputs, outputs and labels): it is
+        fetched verified against the pinned hash and installed under a name of
+        its own (``<stem>-<sha256[:12]><suffix>``), so that it can never
+        replace the catalog's file, which the configuration may still name.
+        """
+        settings = self._app.settings
+        models_dir, mirror = settings.models.dir, mirror_dir(settings)
+        if (sha256 is None or sha256 == entry.file.sha256) and url is None:
+            pull(entry, models_dir, mirror=mirror)
+            return entry
+        assert sha256 is not None  # the command requires it with a url
+        update: dict[str, Any] = {"sha256": sha256}
+        if url is not None:
+            update["urls"] = [url]
+            mirror = None  # the mirror holds the catalog's build, not this one
+        wanted = entry.file.model_copy(update=update)
+        name = Path(entry.file.name)
+        variant = entry.file.name
+        if sha256 != entry.file.sha256:
+            variant = f"{name.stem}-{sha256[:12]}{name.suffix}"
+        pull_artifact(wanted, models_dir, mirror=mirror, dest_name=variant)
+        if entry.labels is not None and (labels := entry.labels.artifact()) is not None:
+            pull_artifact(labels, models_dir, mirror=mirror_dir(settings))
+        return entry.model_copy(update={"file": wanted.model_copy(update={"name": variant})})
 
     def _load(self, p: PipelineSettings, resolved: ResolvedModel) -> tuple[Model, VisionTask]:
         """Load and warm up ``resolved`` as pipeline ``p`` would, and build its task on it."""

@@ -26,7 +26,8 @@ def refusal(command: str, payload: bytes) -> str:
 
 
 def test_the_command_set_is_closed() -> None:
-    """Exactly eight commands exist; none takes a path, URL, code or topic."""
+    """Exactly eight commands exist; none takes a path, code or topic (model_update's url is
+    pinned to a sha256 and off by default: tests/rollout/test_rollout_url.py)."""
     assert set(COMMANDS) == {
         "enable",
         "disable",
@@ -49,6 +50,7 @@ def test_the_command_set_is_closed() -> None:
         "max_side",
         "model",
         "sha256",
+        "url",
     }
 
 
