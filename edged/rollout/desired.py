@@ -21,7 +21,7 @@ import threading
 from typing import TYPE_CHECKING, Annotated
 
 import structlog
-from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, RootModel, ValidationError, model_validator
 
 from edged.errors import CommandError, EdgedError
 from edged.publish.mqtt import RequestProperties
@@ -42,6 +42,14 @@ class Want(BaseModel):
 
     model: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@+-]+$")]
     sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = None
+    #: Another build of the catalog model, as model_update's url ([rollout] allow_urls).
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = None
+
+    @model_validator(mode="after")
+    def _url_pinned(self) -> Want:
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("url needs sha256")
+        return self
 
 
 class Desired(RootModel[dict[str, Want]]):
@@ -78,7 +86,7 @@ class DesiredWatch:
         self._stop = threading.Event()
         self._lock = threading.Lock()
         self._doc: dict[str, Want] = {}
-        self._tried: set[tuple[str, str, str | None]] = set()
+        self._tried: set[tuple[str, str, str | None, str | None]] = set()
         self._thread = threading.Thread(target=self._loop, name="rollout-desired", daemon=True)
 
     def start(self) -> None:
@@ -129,7 +137,7 @@ class DesiredWatch:
                         fix='add "model_update" to [commands] allow')  # fmt: skip
             return
         for name, want in sorted(doc.items()):
-            key = (name, want.model, want.sha256)
+            key = (name, want.model, want.sha256, want.url)
             with app._lock:
                 running = app.graph.models.get(name)
             if running is None:
@@ -148,7 +156,7 @@ class DesiredWatch:
             if self._stop.is_set():
                 return
             try:
-                self._m.update(name, want.model, want.sha256)
+                self._m.update(name, want.model, want.sha256, want.url)
             except (CommandError, EdgedError) as exc:
                 log.warning("rollout.desired_refused", pipeline=name, model=want.model,
                             error=str(exc))  # fmt: skip

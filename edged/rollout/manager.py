@@ -72,6 +72,8 @@ class _Rollout:
     previous_task: VisionTask | None = None
     #: Set once the outcome is published and the busy lock released.
     finished: bool = False
+    #: The pipeline's (processed, failures) counters at the switch.
+    baseline: tuple[int, int] = (0, 0)
     started: float = field(default_factory=time.monotonic)
 
 
@@ -261,6 +263,8 @@ class RolloutManager:
             model.close()
             raise self._refuse(run.status, f"switch: {exc}") from None
         run.started = time.monotonic()
+        # Probation counts from the switch on (the pipeline thread keeps going meanwhile).
+        run.baseline = (run.pipeline.processed, run.pipeline.failures.total)
         run.status = self._phase(run.status, "probation")
         log.info("rollout.switched", pipeline=name, to=resolved.name, sha256=resolved.sha256,
                  previous=run.old[0].name)  # fmt: skip
@@ -282,7 +286,7 @@ class RolloutManager:
     def _probation(self, run: _Rollout) -> None:
         cfg = self._app.settings.rollout
         budget = run.pipeline.settings.max_latency_ms
-        p0, f0 = run.pipeline.processed, run.pipeline.failures.total
+        p0, f0 = run.baseline
         deadline = run.started + cfg.probation_s
         try:
             while not self._stop.wait(PROBATION_TICK_S):

@@ -32,12 +32,13 @@ def test_a_name_or_an_object_names_the_desired_model() -> None:
         (b"{", "not JSON"),
         (b'{"door": {"model": "../etc/passwd"}}', "door.model"),
         (b'{"door": {"model": "m", "sha256": "XYZ"}}', "door.sha256"),
-        (b'{"door": {"model": "m", "url": "http://x"}}', "door.url"),
+        (b'{"door": {"model": "m", "url": "http://x"}}', "door"),
+        (b'{"door": {"model": "m", "path": "/tmp/m.onnx"}}', "door.path"),
         (b'{"door": 5}', "door"),
     ],
 )
 def test_a_bad_document_is_refused_naming_where(payload: bytes, problem: str) -> None:
-    """No path, no URL, no unknown field: the error names the pipeline and field."""
+    """No path, no unpinned URL, no unknown field: the error names the pipeline and field."""
     with pytest.raises(ValueError, match="^" + problem.replace(".", r"\.")):
         parse(payload)
 

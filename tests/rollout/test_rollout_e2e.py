@@ -176,3 +176,29 @@ def test_a_model_over_its_latency_budget_in_probation_is_rolled_back(
         "ssd-mobilenet-v1-coco-int8",
     ]
     assert "yolox-nano-coco" not in running.app.state_payload().models
+
+
+def test_a_reload_during_probation_ends_the_rollout_with_the_configured_model(
+    start_rollout_app: StartRollout,
+) -> None:
+    """A reload rebuilds the pipeline from the file: the rollout says so; results go on."""
+    running = start_rollout_app(rollout={"probation_s": 30})
+    sub = running.broker.subscriber(f"{BASE}/#")
+    wait_models(sub, "ssd-mobilenet-v1-coco-int8")
+    with running.client() as client:
+        reply = client.request(
+            "model_update", {"pipeline": "door", "model": "yolox-nano-coco"}, timeout=120
+        )
+        assert reply["phase"] == "probation", reply
+        wait_models(sub, "yolox-nano-coco")
+        assert client.request("reload", timeout=60)["applied"] is True
+    ended = wait_phase(sub, "rolled_back", timeout=10)
+    assert "reload" in ended["reason"]
+    seen = len(docs(sub, DETECTIONS))
+    wait_models(sub, "ssd-mobilenet-v1-coco-int8", count=seen + 3)
+    # The next rollout is not blocked by the one the reload ended.
+    with running.client() as client:
+        again = client.request(
+            "model_update", {"pipeline": "door", "model": "yolox-nano-coco"}, timeout=120
+        )
+    assert again["ok"] is True, again
