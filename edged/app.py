@@ -45,6 +45,7 @@ from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
 from edged.publish.payloads import OutboxState, PipelineState, SourceState, State, iso_utc
 from edged.results import ResultPublisher
+from edged.rollout.manager import RolloutManager
 from edged.sched import background
 from edged.settings import Settings, load_settings, read_secret
 from edged.tasks import VisionResult
@@ -136,6 +137,8 @@ class App:
             target=background(self._housekeeping), name="housekeeping", daemon=True
         )
         self._last_state = b""
+        #: ``model_update``: fetch, evaluate, switch and watch a pipeline's model (docs/rollout.md).
+        self.rollout = RolloutManager(self)
         self.control = ControlPlane(self)
 
     # -- start -----------------------------------------------------------
@@ -151,6 +154,7 @@ class App:
             self.events.start()
         self.graph.start()
         self.control.start()
+        self.rollout.start()
         self._house.start()
         self.publish_state(force=True)
         self.notifier.ready(f"{len(self.graph.pipelines)} pipelines running")
@@ -402,6 +406,7 @@ class App:
                     "sources": new.sources,
                     "pipelines": new.pipelines,
                     "commands": new.commands,
+                    "rollout": new.rollout,
                 }
             )
             self.results.clear_models()
@@ -410,6 +415,8 @@ class App:
         self.publish_state(force=True)
         # Entities of removed pipelines are cleared, those of new ones announced.
         self.publish_discovery()
+        # The configured models run again: converge to …/models/desired anew.
+        self.rollout.desired.reapply()
         log.info("app.reloaded", pipelines=list(graph.pipelines))
         return ReloadOutcome(applied=True, restart_needed=restart)
 
@@ -447,6 +454,7 @@ class App:
         for done in self._take_reloads():
             done.set_result(ReloadOutcome(False, ("the daemon is stopping",)))
         self.control.stop()
+        self.rollout.stop()
         with self._lock:
             self.graph.stop(deadline)
         self.offload.stop()

@@ -26,6 +26,7 @@ from edged.settings import (
     OutboxSettings,
     PipelineOffloadSettings,
     PipelineSettings,
+    RolloutSettings,
     Settings,
     SoundEventSettings,
     SourceSettings,
@@ -49,6 +50,7 @@ SECTIONS: list[tuple[str, type[BaseModel], str]] = [
     ("[metrics]", MetricsSettings, "EDGED_METRICS__"),
     ("[commands]", CommandsSettings, "EDGED_COMMANDS__"),
     ("[events]", EventsSettings, "EDGED_EVENTS__"),
+    ("[rollout]", RolloutSettings, "EDGED_ROLLOUT__"),
 ]
 
 

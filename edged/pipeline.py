@@ -72,6 +72,17 @@ def _at_least(result: VisionResult, threshold: float) -> VisionResult:
     return VisionResult(result.kind, items, result.timing)
 
 
+@dataclass(eq=False, slots=True)
+class _Swap:
+    """One task handed to :meth:`Pipeline.swap_task`, and what came of it."""
+
+    task: VisionTask
+    on_swap: Callable[[], None]
+    done: threading.Event = dataclasses.field(default_factory=threading.Event)
+    previous: VisionTask | None = None
+    error: Exception | None = None
+
+
 def _pct(values: list[float], q: float) -> float:
     if not values:
         return 0.0
@@ -136,9 +147,55 @@ class Pipeline(StageHealth):
         self.offload: OffloadGate | None = None
         #: Event media (``[events]``): best frames and clips, set by the app.
         self.recorder: EventRecorder | None = None
+        # A task waiting to replace ``task`` between two frames (see swap_task).
+        self._swap: _Swap | None = None
+        self._swap_lock = threading.Lock()
 
     def start(self) -> None:
         self._thread.start()
+
+    def swap_task(
+        self, task: VisionTask, on_swap: Callable[[], None], timeout: float = 10.0
+    ) -> VisionTask:
+        """Replace the task between two frames; returns the task it replaced.
+
+        The loop applies the swap before it takes its next frame, so no frame
+        is inferred by one model and published under the other's name, and
+        none is lost. ``on_swap`` runs in the pipeline thread at that moment
+        (the app registers the new model for result payloads there). The
+        latency windows restart, so ``stats`` percentiles are the new
+        model's. TimeoutError when the loop did not get to it in ``timeout``
+        (a stopped pipeline); the task is then unchanged.
+        """
+        swap = _Swap(task, on_swap)
+        with self._swap_lock:
+            self._swap = swap
+        if not swap.done.wait(timeout):
+            with self._swap_lock:
+                if self._swap is swap:
+                    self._swap = None
+                    raise TimeoutError(f"pipeline {self.name!r} did not reach a frame boundary")
+            swap.done.wait()  # taken by the loop just now: it finishes at once
+        if swap.error is not None:
+            raise swap.error
+        assert swap.previous is not None
+        return swap.previous
+
+    def _apply_swap(self) -> None:
+        """Between two frames: install a task that :meth:`swap_task` handed over."""
+        with self._swap_lock:
+            swap, self._swap = self._swap, None
+        if swap is None:
+            return
+        try:
+            swap.on_swap()
+        except Exception as exc:  # noqa: BLE001  (handed back to swap_task's caller)
+            swap.error = exc
+        else:
+            swap.previous, self.task = self.task, swap.task
+            self._infer_ms.clear()
+            self._latency_ms.clear()
+        swap.done.set()
 
     def stop(self, timeout: float = 5.0) -> None:
         """Ask the loop to finish its current frame and exit; wait at most ``timeout``."""
@@ -310,6 +367,7 @@ class Pipeline(StageHealth):
         frame_seen: Frame | None = None
         while not self._stop.is_set():
             try:
+                self._apply_swap()
                 frame = self._slot.get(timeout=0.5)
                 if frame is None:
                     if self._slot.closed:

@@ -568,11 +568,59 @@ class PipelineSettings(_Section):
     lines: list[LineSettings] = Field(
         default_factory=list, description="Detection: tripwires crossed by tracked objects."
     )
+    require: list[Annotated[str, Field(max_length=200)]] = Field(
+        default_factory=list,
+        max_length=16,
+        description="The bar a model rolled out to this pipeline must clear on the device's "
+        "golden set, as `edged models select` reads it: METRIC OP NUMBER, e.g. "
+        "'recall(person)>=0.9', 'p95_ms<=120' (docs/rollout.md).",
+    )
+    max_latency_ms: float = Field(
+        0.0,
+        ge=0,
+        le=600_000,
+        description="Latency budget: a rolled-out model whose latency p95 goes over it during "
+        "probation is rolled back, and with right_size a sustained p95 over it steps down to a "
+        "smaller model; 0 = no budget, ms.",
+    )
+    right_size: bool = Field(
+        False,
+        description="Step down to the next smaller catalog model that meets 'require' when the "
+        "device cannot hold max_latency_ms, max_temp_c or max_drop_ratio for [rollout] "
+        "window_s, and back up when headroom returns (docs/rollout.md).",
+    )
+    max_temp_c: float = Field(
+        0.0,
+        ge=0,
+        le=150,
+        description="right_size: SoC temperature (as in stats) above which to step down; 0 = "
+        "no thermal limit, °C.",
+    )
+    max_drop_ratio: float = Field(
+        0.0,
+        ge=0,
+        le=1,
+        description="right_size: frames dropped / frames offered above which to step down; 0 = "
+        "no bound.",
+    )
 
     @field_validator("name")
     @classmethod
     def _name_ok(cls, v: str) -> str:
         return check_segment(v)
+
+    @field_validator("require")
+    @classmethod
+    def _require_ok(cls, v: list[str]) -> list[str]:
+        # The parser of `edged models select`, imported here: labels import settings.
+        from edged.label.select import Requirement, SelectError  # noqa: PLC0415
+
+        for text in v:
+            try:
+                Requirement.parse(text)
+            except SelectError as exc:
+                raise ValueError(str(exc)) from None
+        return v
 
     @field_validator("accelerator")
     @classmethod
@@ -580,6 +628,19 @@ class PipelineSettings(_Section):
         if not accel.valid(v):
             raise ValueError(f"unknown accelerator {v!r}; one of: {', '.join(accel.NAMES)}")
         return v
+
+    @model_validator(mode="after")
+    def _right_size_ok(self) -> PipelineSettings:
+        if self.right_size and not (self.max_latency_ms or self.max_temp_c or self.max_drop_ratio):
+            raise ValueError(
+                "right_size needs a limit to hold: set max_latency_ms, max_temp_c or max_drop_ratio"
+            )
+        if self.right_size and (self.task == "audio" or self.detector):
+            raise ValueError(
+                "right_size is for detection and single-person pose pipelines (no audio, no "
+                "detector)"
+            )
+        return self
 
     @model_validator(mode="after")
     def _zones_ok(self) -> PipelineSettings:
@@ -731,6 +792,7 @@ CommandName = Literal[
     "reload",
     "snapshot",
     "event_snapshot",
+    "model_update",
 ]
 
 #: Commands that change nothing and reveal nothing beyond what ``state`` already
@@ -750,9 +812,9 @@ class CommandsSettings(_Section):
         default=list(READ_ONLY_COMMANDS),
         description="Commands the daemon runs; any other is answered 'not allowed'. The default "
         "is the read-only 'ping'; 'enable', 'disable', 'set_enabled', 'set_threshold', 'reload', "
-        "'snapshot' (a camera image) and 'event_snapshot' (an event's stored JPEG) must be listed "
-        "to be accepted. Applied on reload; Home Assistant controls are announced only for "
-        "allowed commands.",
+        "'model_update', 'snapshot' (a camera image) and 'event_snapshot' (an event's stored "
+        "JPEG) must be listed to be accepted. Applied on reload; Home Assistant controls are "
+        "announced only for allowed commands.",
     )
 
 
@@ -809,6 +871,50 @@ class EventsSettings(_Section):
     )
 
 
+class RolloutSettings(_Section):
+    """How a model rolled out over MQTT is watched after the switch (docs/rollout.md)."""
+
+    probation_s: float = Field(
+        60.0,
+        ge=0,
+        le=DAY_S,
+        description="After a switch, watch the pipeline this long; an error ratio or a latency "
+        "p95 over its budget rolls back to the previous model, s.",
+    )
+    max_error_ratio: float = Field(
+        0.1,
+        ge=0,
+        le=1,
+        description="Probation: failed frames / frames above this rolls back.",
+    )
+    min_frames: int = Field(
+        5,
+        ge=1,
+        le=10_000,
+        description="Probation: frames the new model must run before its p95 and error ratio "
+        "are judged (fewer say nothing).",
+    )
+    allow_urls: bool = Field(
+        False,
+        description="model_update may name a URL (with its sha256) to fetch another build of a "
+        "catalog model from; off: only the catalog's own sources (mirror, publisher URLs).",
+    )
+    window_s: float = Field(
+        30.0,
+        ge=1,
+        le=DAY_S,
+        description="right_size: a limit must be broken (or headroom seen) this long before a "
+        "pipeline steps down (or up), s.",
+    )
+    step_up_below: float = Field(
+        0.7,
+        ge=0.1,
+        le=0.95,
+        description="right_size: step back up once latency p95 stays below this fraction of "
+        "max_latency_ms (and temperature below max_temp_c) for window_s (hysteresis).",
+    )
+
+
 class Settings(BaseSettings):
     """Root of the configuration (DESIGN §8)."""
 
@@ -850,6 +956,7 @@ class Settings(BaseSettings):
     metrics: MetricsSettings = Field(default_factory=MetricsSettings)
     commands: CommandsSettings = Field(default_factory=CommandsSettings)
     events: EventsSettings = Field(default_factory=EventsSettings)
+    rollout: RolloutSettings = Field(default_factory=RolloutSettings)
 
     @classmethod
     def settings_customise_sources(

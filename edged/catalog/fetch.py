@@ -135,12 +135,16 @@ def pull_artifact(
     mirror: Path | None = None,
     progress: Progress | None = None,
     timeout: float = 30.0,
+    dest_name: str | None = None,
 ) -> Installed:
     """Install one file into ``dest_dir``: keep it if already verified, else mirror, else URLs.
 
-    Raises :class:`CatalogError` naming every source that was tried and why it failed.
+    ``dest_name`` installs it under another name than the artifact's (a
+    rollout's pinned variant of a catalog file must never replace the
+    catalog's own). Raises :class:`CatalogError` naming every source that
+    was tried and why it failed.
     """
-    dest = dest_dir / artifact.name
+    dest = dest_dir / (dest_name or artifact.name)
     if dest.is_file() and verify(artifact, dest) is None:
         return Installed(artifact.name, dest, "present")
     tried: list[str] = []

@@ -1,9 +1,11 @@
 """Command payloads (DESIGN §2, ``<prefix>/<dev>/cmd/<command>``): one strict model per command.
 
 The command set is closed: :data:`COMMANDS` is all a client can ask for, and
-no command takes a path, a URL, code or a topic to publish to, so a client
-that may publish commands can toggle and tune pipelines, take a snapshot and
-ask for a reload of the file the operator wrote, and nothing more.
+no command takes a path, code or a topic to publish to, so a client that
+may publish commands can toggle and tune pipelines, take a snapshot, ask for
+a reload of the file the operator wrote and roll out a model the device's
+catalog names, and nothing more. The one URL (``model_update``'s, pinned to a
+sha256) is fetched only where the operator turned ``[rollout] allow_urls`` on.
 
 Payloads are validated *strictly*: a JSON object with exactly the documented
 fields of exactly the documented types (``"0.5"`` is not a threshold, ``true``
@@ -17,7 +19,7 @@ from __future__ import annotations
 import json
 from typing import Annotated, Any, ClassVar, Final
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 from pydantic_core import ErrorDetails
 
 from edged.errors import CommandError
@@ -117,6 +119,38 @@ class EventSnapshot(Command):
     crop: bool = Field(False, description="The JPEG cropped to the box instead of the full frame.")
 
 
+class ModelUpdate(Command):
+    """Roll a catalog model out to a pipeline: fetch, evaluate, switch, probation (docs/rollout.md).
+
+    The model is named from the device's catalog, never by path; a ``url``
+    fetches another build of that model, verified against the pinned
+    ``sha256``, and only where the operator allowed it (``[rollout] allow_urls``).
+    """
+
+    NAME: ClassVar[str] = "model_update"
+
+    pipeline: Name = Field(description="Name of a detection or single-person pose pipeline.")
+    model: Annotated[str, Field(min_length=1, max_length=128, pattern=r"^[A-Za-z0-9._@+-]+$")] = (
+        Field(description="Catalog name of the candidate model.")
+    )
+    sha256: Annotated[str, Field(pattern=r"^[0-9a-f]{64}$")] | None = Field(
+        None,
+        description="Pin the exact file: the download must have this SHA-256 (lowercase hex), "
+        "else the rollout is refused and nothing changes.",
+    )
+    url: Annotated[str, Field(max_length=2048, pattern=r"^https?://[^\s]+$")] | None = Field(
+        None,
+        description="Fetch another build of the catalog model (same inputs, outputs, labels) "
+        "from here; needs sha256, and [rollout] allow_urls = true on the device.",
+    )
+
+    @model_validator(mode="after")
+    def _url_pinned(self) -> ModelUpdate:
+        if self.url is not None and self.sha256 is None:
+            raise ValueError("url needs sha256: a file from a URL is verified against it")
+        return self
+
+
 class Ping(Command):
     """Ask for the daemon's version and uptime."""
 
@@ -126,7 +160,17 @@ class Ping(Command):
 #: Every command there is, by name.
 COMMANDS: Final[dict[str, type[Command]]] = {
     c.NAME: c
-    for c in (Enable, Disable, SetEnabled, SetThreshold, Reload, Snapshot, EventSnapshot, Ping)
+    for c in (
+        Enable,
+        Disable,
+        SetEnabled,
+        SetThreshold,
+        Reload,
+        Snapshot,
+        EventSnapshot,
+        Ping,
+        ModelUpdate,
+    )
 }
 
 

@@ -26,6 +26,7 @@ from edged.control.commands import (
     Disable,
     Enable,
     EventSnapshot,
+    ModelUpdate,
     Ping,
     Reload,
     SetEnabled,
@@ -77,7 +78,7 @@ class Controller:
     def __init__(self, app: App) -> None:
         self._app = app
 
-    def execute(self, command: Command) -> dict[str, Any]:
+    def execute(self, command: Command) -> dict[str, Any]:  # noqa: PLR0911  one per command
         """Run ``command``; the fields of its success reply."""
         match command:
             case Enable() | Disable() | SetEnabled():
@@ -90,6 +91,8 @@ class Controller:
                 return self.event_snapshot(event_id, crop=crop)
             case Reload():
                 return self.reload()
+            case ModelUpdate(pipeline=name, model=model, sha256=sha256, url=url):
+                return self._app.rollout.update(name, model, sha256, url)
             case Ping():
                 return self.ping()
         raise CommandError("command", f"{command.NAME!r} has no handler")  # pragma: no cover

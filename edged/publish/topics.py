@@ -162,6 +162,16 @@ class Topics:
         """Retained nutrition label of ``model`` (a catalog name or a model file's stem)."""
         return f"{self.base}/models/{_segment('model name', model)}/label"
 
+    @property
+    def rollout(self) -> str:
+        """Retained JSON status of the latest model rollout on this device (docs/rollout.md)."""
+        return f"{self.base}/models/rollout"
+
+    @property
+    def rollout_desired(self) -> str:
+        """Retained JSON, written by the fleet: pipeline → model it should run (docs/rollout.md)."""
+        return f"{self.base}/models/desired"
+
     def zone(self, pipeline: str, zone: str) -> str:
         """Retained JSON state of ``zone`` (``ZoneState``): occupancy, counts, frame."""
         return f"{self.base}/{_name('pipeline name', pipeline)}/zones/{_segment('zone name', zone)}"

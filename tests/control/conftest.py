@@ -17,7 +17,7 @@ import pytest
 
 from edged.app import App
 from edged.catalog.catalog import load_catalog
-from edged.check import preflight
+from edged.check import Preflight, preflight
 from edged.control.commands import COMMANDS
 from edged.settings import load_settings
 from tests.helpers.broker import RunningBroker
@@ -78,12 +78,20 @@ class RunningApp:
         write_config(self.config, cfg)
 
 
-def start_app(cfg: dict[str, Any], path: Path) -> tuple[App, Callable[[], None]]:
-    """Build and start an App from ``cfg`` written to ``path``; returns it and its stopper."""
+def start_app(
+    cfg: dict[str, Any], path: Path, *, prepare: Callable[[Preflight], None] | None = None
+) -> tuple[App, Callable[[], None]]:
+    """Build and start an App from ``cfg`` written to ``path``; returns it and its stopper.
+
+    ``prepare`` sees the pre-flight's loaded models before the graph is built
+    (tests wrap a real model there, e.g. to slow it down).
+    """
     write_config(path, cfg)
     settings = load_settings(path)
     checked = preflight(settings, load_catalog(settings.models.catalog), connect_broker=False)
     assert not checked.problems, checked.problems
+    if prepare is not None:
+        prepare(checked)
     app = App(settings, checked)
     app.start()
     loop = threading.Thread(

@@ -28,6 +28,7 @@ PAYLOADS: dict[str, dict[str, Any]] = {
     "reload": {},
     "snapshot": {"source": "cam0"},
     "event_snapshot": {"event_id": "0190a1b2-c3d4"},
+    "model_update": {"pipeline": "door", "model": "yolox-nano-coco"},
 }
 
 

@@ -26,8 +26,9 @@ def refusal(command: str, payload: bytes) -> str:
 
 
 def test_the_command_set_is_closed() -> None:
-    """Exactly eight commands exist; none takes a path, URL, code or topic (an event id is
-    checked against the daemon's own id alphabet before it names a stored file)."""
+    """Exactly nine commands exist; none takes a path, code or topic (an event id is checked
+    against the daemon's own id alphabet before it names a stored file; model_update's url is
+    pinned to a sha256 and off by default: tests/rollout/test_rollout_url.py)."""
     assert set(COMMANDS) == {
         "enable",
         "disable",
@@ -37,6 +38,7 @@ def test_the_command_set_is_closed() -> None:
         "snapshot",
         "event_snapshot",
         "ping",
+        "model_update",
     }
     fields = {f for model in COMMANDS.values() for f in model.model_fields}
     assert fields == {
@@ -50,6 +52,9 @@ def test_the_command_set_is_closed() -> None:
         "max_side",
         "event_id",
         "crop",
+        "model",
+        "sha256",
+        "url",
     }
 
 
