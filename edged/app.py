@@ -118,7 +118,7 @@ class App:
             emit_note=self._emit_note,
         )
         self._attach_zones(self.graph)
-        # Hybrid offload (DESIGN §4): a gate on each opted-in pipeline, link probe, worker.
+        # Hybrid offload (docs/cloud-protocol.md): a gate on each opted-in pipeline, link probe, worker.
         self.offload = Offload(settings, self.results, self.emit_lock)
         self.offload.attach(self.graph)
         # Event media (README "Events"): off entirely when neither snapshots nor clips are kept.
@@ -163,7 +163,7 @@ class App:
     def _register_models(self) -> None:
         for name, (resolved, model) in self.graph.models.items():
             self.results.register_model(name, resolved, model.runtime, model.accelerator)
-        # Start and every reload: each loaded model's label, retained (DESIGN §5).
+        # Start and every reload: each loaded model's label, retained (docs/nutrition-labels.md).
         self.results.publish_labels(self.settings.models.dir)
 
     def _on_connect(self) -> None:
@@ -231,7 +231,7 @@ class App:
 
     # -- state -----------------------------------------------------------
     def state_payload(self) -> State:
-        """The retained ``state`` document (DESIGN §2)."""
+        """The retained ``state`` document (README "MQTT topics and payloads")."""
         with self._lock:
             views = self.graph.sources()
             sources = {
@@ -304,7 +304,7 @@ class App:
         """False when a pipeline whose source is up has made no progress for a while.
 
         "A while" is ``watchdog_stall_s``; the watchdog is then no longer
-        pinged, and systemd restarts the daemon (DESIGN §6).
+        pinged, and systemd restarts the daemon (README "How it works").
         """
         now = time.monotonic()
         stall_s = self.settings.watchdog_stall_s

@@ -2,7 +2,7 @@
 
 Each pipeline runs in its own thread and takes chunks from its queue as soon
 as they arrive, so capture never waits for inference. Windows that cannot be
-classified in time are *skipped and counted* (DESIGN §1): when more than
+classified in time are *skipped and counted* (README "How it works"): when more than
 about :data:`BACKLOG_S` of windows are pending, the oldest are discarded and
 added to ``skipped``, so latency stays bounded by ~1 s of audio plus one
 inference, and ``processed + skipped + errors`` always equals the windows

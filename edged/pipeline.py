@@ -143,7 +143,7 @@ class Pipeline(StageHealth):
         self.reason = ""
         self.last_progress = time.monotonic()
         self.finished = threading.Event()
-        #: Hybrid offload's gate (DESIGN §4), set by the app when this pipeline opted in.
+        #: Hybrid offload's gate (docs/cloud-protocol.md), set by the app when this pipeline opted in.
         self.offload: OffloadGate | None = None
         #: Event media (``[events]``): best frames and clips, set by the app.
         self.recorder: EventRecorder | None = None

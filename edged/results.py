@@ -4,7 +4,7 @@ Pipelines never talk to MQTT directly. They hand a result to
 :class:`ResultPublisher`, which builds the payload (assigning its ``id``) and
 passes a :class:`ResultEnvelope` to a :class:`Sink`. The sink *accepts* the
 result: it assigns ``seq`` and owns delivery from then on. The durable
-SQLite outbox (DESIGN §3) is such a sink; :class:`DirectSink` is the
+SQLite outbox (README "Delivery guarantees") is such a sink; :class:`DirectSink` is the
 in-memory one used when no outbox is configured.
 """
 
@@ -323,7 +323,7 @@ class ResultPublisher:
         self.sink.accept(ResultEnvelope.of(self.topics, payload))
 
     def publish_labels(self, models_dir: Path) -> None:
-        """Publish each registered model's nutrition label, retained (DESIGN §2, §5).
+        """Publish each registered model's nutrition label, retained (README "MQTT topics and payloads", docs/nutrition-labels.md).
 
         Called at start and after a reload. The stored label (``edged models
         bench``) is published when it is for this very file, else the static

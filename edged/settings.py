@@ -1,6 +1,6 @@
 """Configuration: one TOML file, ``EDGED_<SECTION>__<KEY>`` overrides, secrets from files.
 
-The key names are the public contract of DESIGN §8; renaming one is a breaking
+The key names are the public contract of docs/configuration.md; renaming one is a breaking
 change. Every model forbids unknown keys so that a typo is an error with its key
 path instead of a silently ignored setting.
 """
@@ -41,7 +41,7 @@ from edged.zones.geometry import Anchor, polygon_problem
 DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
 
 # MQTT topic segments and names that become topic segments must not contain
-# wildcards, separators or control characters (DESIGN §2).
+# wildcards, separators or control characters (README "MQTT topics and payloads").
 _BAD_SEGMENT = re.compile(r"[+#/\x00-\x1f\x7f]")
 
 
@@ -57,7 +57,7 @@ def check_segment(value: str) -> str:
 
 
 def _empty_is_none(value: object) -> object:
-    # DESIGN §8 writes unset paths as "" (TOML has no null): treat it as unset.
+    # docs/configuration.md writes unset paths as "" (TOML has no null): treat it as unset.
     return None if value == "" else value
 
 
@@ -916,7 +916,7 @@ class RolloutSettings(_Section):
 
 
 class Settings(BaseSettings):
-    """Root of the configuration (DESIGN §8)."""
+    """Root of the configuration (docs/configuration.md)."""
 
     model_config = SettingsConfigDict(
         env_prefix="EDGED_",

@@ -36,7 +36,7 @@ def write(tmp_path: Path, text: str) -> Path:
 
 
 def test_design_example_keys_load(tmp_path: Path) -> None:
-    """The key names of DESIGN §8 load into typed settings."""
+    """The key names of docs/configuration.md load into typed settings."""
     s = load_settings(write(tmp_path, GOOD))
     assert s.device_id == "pi-kitchen"
     assert (s.mqtt.host, s.mqtt.port) == ("broker.lan", 8883)

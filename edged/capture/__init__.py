@@ -1,7 +1,7 @@
 """Capture: cameras, streams, files and images become :class:`~edged.types.Frame` s.
 
 One :class:`VideoSource` per configured source runs its own capture thread and
-fans every frame out to each subscriber's :class:`LatestSlot` (DESIGN §1).
+fans every frame out to each subscriber's :class:`LatestSlot` (README "How it works").
 """
 
 from __future__ import annotations

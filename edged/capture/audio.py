@@ -1,4 +1,4 @@
-"""The capture loop every audio source shares (DESIGN §1, §6; STYLE 6).
+"""The capture loop every audio source shares (README "How it works").
 
 An :class:`AudioSource` owns one daemon thread that opens the device, reads
 blocks, mixes them to mono float32 and hands each
@@ -12,7 +12,7 @@ source has a clock:
 
 - *live* sources (a microphone, a file played in real time) never wait for a
   subscriber: the chunk is dropped for that subscriber only and counted in
-  its ``overruns``; capture goes on (DESIGN §1: never blocks, never silent).
+  its ``overruns``; capture goes on (README "How it works": never blocks, never silent).
 - a file read as fast as possible (``realtime = false``) has no clock to
   fall behind, so it waits for room instead: dropping would lose audio for
   no reason, and the reader's speed then follows the slowest subscriber.
@@ -178,7 +178,7 @@ class AudioSource(SourceLifecycle, ABC):
                         where = display_uri(self.settings.uri) or "default device"
                         raise SourceError(f"{self.kind} source {where!r} stopped delivering audio")
                 # Any error from a device library must turn into "down" and a
-                # retry, never into a silently dead capture thread (STYLE 6).
+                # retry, never into a silently dead capture thread.
                 except Exception as exc:  # noqa: BLE001
                     if self._stop_flag.is_set():
                         break

@@ -1,4 +1,4 @@
-"""The capture loop every video source shares (DESIGN §1, §6; STYLE 6).
+"""The capture loop every video source shares (README "How it works").
 
 A :class:`VideoSource` owns one daemon thread that opens the device, reads
 frames, fans each :class:`~edged.types.Frame` out to every subscriber's
@@ -187,7 +187,7 @@ class VideoSource(SourceLifecycle, ABC):
                             "(end of stream or read timeout)"
                         )
                 # Any error from a device library must turn into "down" and a
-                # retry, never into a silently dead capture thread (STYLE 6).
+                # retry, never into a silently dead capture thread.
                 except Exception as exc:  # noqa: BLE001
                     if self._stop_flag.is_set():
                         break  # a read cut short by shutdown is not an outage

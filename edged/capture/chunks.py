@@ -1,4 +1,4 @@
-"""The bounded queue between an audio source and one subscriber (DESIGN §1).
+"""The bounded queue between an audio source and one subscriber (README "How it works").
 
 Audio is a stream, not a sequence of snapshots: a consumer needs every chunk
 in order, so a subscriber gets a bounded FIFO instead of the latest-frame

@@ -1,7 +1,7 @@
 """What every capture source shares: reconnect backoff, state changes, a quiet close.
 
 Video and audio sources deliver differently (latest-frame slots vs chunk
-queues) but own their device the same way (STYLE 6): a long-lived loop that
+queues) but own their device the same way: a long-lived loop that
 reopens with capped, jittered backoff and logs each state change once.
 """
 

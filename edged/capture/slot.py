@@ -1,4 +1,4 @@
-"""The latest-frame slot between a capture thread and one pipeline (DESIGN §1).
+"""The latest-frame slot between a capture thread and one pipeline (README "How it works").
 
 A slot holds at most one item. When the consumer is slower than the producer,
 the unread item is replaced and counted in :attr:`LatestSlot.dropped`: stale

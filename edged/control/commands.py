@@ -1,4 +1,4 @@
-"""Command payloads (DESIGN §2, ``<prefix>/<dev>/cmd/<command>``): one strict model per command.
+"""Command payloads (README "MQTT topics and payloads", ``<prefix>/<dev>/cmd/<command>``): one strict model per command.
 
 The command set is closed: :data:`COMMANDS` is all a client can ask for, and
 no command takes a path, code or a topic to publish to, so a client that

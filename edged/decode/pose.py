@@ -5,7 +5,7 @@ for each of the 17 COCO keypoints ``(y, x, score)``, with ``y``/``x``
 normalized to the *model input* square. When the frame was letterboxed into
 that square, the input coordinates include the padding, so every keypoint is
 mapped back through the :class:`~edged.preprocess.image.Letterbox` to be
-normalized to the original frame, as DESIGN §2 promises for every result.
+normalized to the original frame, as README "MQTT topics and payloads" promises for every result.
 """
 
 from __future__ import annotations

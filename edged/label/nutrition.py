@@ -89,7 +89,7 @@ class Parity(_Doc):
 
 
 class NutritionLabel(_Doc):
-    """One model's cost and quality on this device (DESIGN §5), payload version 1."""
+    """One model's cost and quality on this device (docs/nutrition-labels.md), payload version 1."""
 
     v: int = 1
     model: str

@@ -1,4 +1,4 @@
-"""Hybrid offload (DESIGN §4): a larger cloud model, asked only when it is worth it.
+"""Hybrid offload (docs/cloud-protocol.md): a larger cloud model, asked only when it is worth it.
 
 Read in the order of the data flow:
 

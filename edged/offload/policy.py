@@ -1,4 +1,4 @@
-"""The offload policy (DESIGN §4): which local results are offered to the cloud, and why not.
+"""The offload policy (docs/cloud-protocol.md): which local results are offered to the cloud, and why not.
 
 A pipeline that opted in holds an :class:`OffloadGate`. After every local
 inference it calls :meth:`OffloadGate.decide` with the result — the

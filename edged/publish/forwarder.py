@@ -16,7 +16,7 @@ session: a row sent there could overtake paho's re-sent copies.
 Rate: sending is capped at ``drain_per_s`` (token bucket) so that a backlog
 after an outage drains without saturating the uplink, the broker or the CPU
 the pipelines need. Rows go out strictly in order, which keeps the per-topic
-order of DESIGN §3; a live result queued behind a backlog of N rows waits
+order of README "Delivery guarantees"; a live result queued behind a backlog of N rows waits
 about N / (drain_per_s - live rate) seconds, so the cap is set far above the
 live rate (2,000/s by default against tens per second).
 """

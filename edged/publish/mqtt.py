@@ -1,7 +1,7 @@
 """The MQTT session of the daemon: availability, reconnects, PUBACK tracking.
 
 :class:`MqttClient` wraps one paho-mqtt 2.x client running its network loop in
-paho's own thread. It owns the availability contract (DESIGN §2): the Last
+paho's own thread. It owns the availability contract (README "MQTT topics and payloads"): the Last
 Will publishes ``offline`` (retained, QoS 1) when the daemon dies, every
 (re)connect publishes ``online`` and calls the ``on_connect`` hooks (so state
 and labels are re-published), and :meth:`MqttClient.stop` publishes

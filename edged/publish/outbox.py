@@ -1,4 +1,4 @@
-"""The durable outbox (DESIGN §3): results are accepted into SQLite and leave only after PUBACK.
+"""The durable outbox (README "Delivery guarantees"): results are accepted into SQLite and leave only after PUBACK.
 
 :meth:`Outbox.accept` (the :class:`~edged.results.Sink` protocol) appends to an
 in-memory batch and returns. A writer thread commits the batch at once

@@ -1,4 +1,4 @@
-"""Payloads edged publishes (DESIGN §2) and the :class:`Message` handed to MQTT.
+"""Payloads edged publishes (README "MQTT topics and payloads") and the :class:`Message` handed to MQTT.
 
 Two steps turn a result into bytes, because ``id`` and ``seq`` are assigned by
 different owners at different times:
@@ -6,7 +6,7 @@ different owners at different times:
 1. A pipeline builds a result model (``detections_result(…)`` etc.). The model
    gets its ``id`` right there, once: retries re-send the same bytes, so
    consumers can deduplicate on it. It has no ``seq`` yet.
-2. Whoever *accepts* the result (the durable outbox, DESIGN §3) wraps it in a
+2. Whoever *accepts* the result (the durable outbox, README "Delivery guarantees") wraps it in a
    :class:`ResultEnvelope` and calls :meth:`ResultEnvelope.with_seq` inside
    the transaction that stores it, so the per-device counter and the stored
    row can never disagree, across restarts included. The resulting

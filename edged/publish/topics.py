@@ -1,4 +1,4 @@
-"""The MQTT topic tree of one device (DESIGN §2).
+"""The MQTT topic tree of one device (README "MQTT topics and payloads").
 
 Every topic edged publishes or subscribes to is built here, so the contract
 lives in one place and every variable segment (device, pipeline, source,

@@ -19,7 +19,7 @@ def artifact_for(data: bytes, name: str = "m.tflite", **kw: object) -> Artifact:
 
 
 def test_catalog_lists_the_four_reference_models() -> None:
-    """The bundled catalog names the reference models of DESIGN §8."""
+    """The bundled catalog names the reference models of docs/configuration.md."""
     names = load_catalog().names()
     assert {
         "ssd-mobilenet-v1-coco-int8",

@@ -1,6 +1,6 @@
 """Chaos: results accepted while a persistent mosquitto is stopped and started at random moments.
 
-The contract under test (DESIGN §3): every accepted result reaches a persistent
+The contract under test (README "Delivery guarantees"): every accepted result reaches a persistent
 QoS 1 subscriber at least once, and per topic in ``seq`` order once
 duplicates are removed. The broker restarts are clean (SIGTERM), so mosquitto
 saves the subscriber's session and its queue; what is measured is the outbox

@@ -1,4 +1,4 @@
-"""Result and state payloads: the JSON of DESIGN §2, rounding, ids and seq."""
+"""Result and state payloads: the JSON of README "MQTT topics and payloads", rounding, ids and seq."""
 
 from __future__ import annotations
 
@@ -64,7 +64,7 @@ def published(result: DetectionResult, seq: int = 1234) -> dict[str, object]:
 
 
 def test_detection_json_matches_design_example() -> None:
-    """A detection payload has the keys, order and values of the DESIGN §2 example."""
+    """A detection payload has the keys, order and values of the README "MQTT topics and payloads" example."""
     body = published(det_result())
     assert list(body) == [
         "v", "id", "seq", "ts", "device", "pipeline", "source",

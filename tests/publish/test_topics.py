@@ -1,4 +1,4 @@
-"""Topic names of DESIGN §2 and validation of every variable segment."""
+"""Topic names of README "MQTT topics and payloads" and validation of every variable segment."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ BAD = ["a+b", "a#", "a/b", "nul\x00", "tab\t", "del\x7f", ""]
 
 
 def test_layout_matches_design() -> None:
-    """Every topic has the layout of the DESIGN §2 table."""
+    """Every topic has the layout of the README "MQTT topics and payloads" table."""
     assert T.availability == "edged/pi-kitchen/availability"
     assert T.state == "edged/pi-kitchen/state"
     assert T.stats == "edged/pi-kitchen/stats"
