@@ -103,11 +103,7 @@ def _check_pipeline(
     except EdgedError as exc:
         out.problems.append((f"{key}.model", str(exc)))
         return
-    try:
-        build_task(p, resolved, model)
-    except EdgedError as exc:
-        model.close()
-        out.problems.append((f"{key}.model", str(exc)))
+    if not _fits(f"{key}.model", p, resolved, model, out):
         return
     out.models[p.name] = (resolved, model)
     if p.detector:
@@ -134,13 +130,23 @@ def _check_detector(
     except EdgedError as exc:
         out.problems.append((f"{key}.detector", str(exc)))
         return
-    try:
-        build_task(as_detection, resolved, model)
-    except EdgedError as exc:
-        model.close()
-        out.problems.append((f"{key}.detector", str(exc)))
+    if not _fits(f"{key}.detector", as_detection, resolved, model, out):
         return
     out.detectors[p.name] = (resolved, model)
+
+
+def _fits(
+    key: str, p: PipelineSettings, resolved: ResolvedModel, model: Model, out: Preflight
+) -> bool:
+    """Whether ``p``'s task builds on ``model`` (shapes, dtypes, decoder); if not, the model
+    is closed and the problem recorded at ``key``."""
+    try:
+        build_task(p, resolved, model)
+    except EdgedError as exc:
+        model.close()
+        out.problems.append((key, str(exc)))
+        return False
+    return True
 
 
 def _check_sources(settings: Settings, out: Preflight) -> None:
