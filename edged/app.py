@@ -218,8 +218,12 @@ class App:
         return f"event media: {recorder.failures.reason()}"
 
     def _send_event_snapshot(self, pipeline: str, event_id: str, jpeg: bytes) -> None:
-        """``[events] publish_snapshots``: an ended event's JPEG, QoS 1, not retained."""
-        self.mqtt.publish(self.mqtt.topics.event_snapshot(pipeline, event_id), jpeg, qos=1)
+        """``[events] publish_snapshots``: an ended event's JPEG on its own topic (QoS 1, not
+        retained) and, retained, as the pipeline's latest: a Home Assistant image entity
+        can only follow one fixed topic."""
+        topics = self.mqtt.topics
+        self.mqtt.publish(topics.event_snapshot(pipeline, event_id), jpeg, qos=1)
+        self.mqtt.publish(topics.event_snapshot_latest(pipeline), jpeg, qos=1, retain=True)
 
     def _emit_audio(
         self, pipeline: AudioPipeline, start: float, duration: float, result: AudioResult

@@ -300,7 +300,9 @@ class Discovery:
                 value_template=template,
             )
         ]
-        if p.task != "audio":
+        # The latest event snapshot is published only with [events] publish_snapshots
+        # (nothing leaves the device otherwise): no entity that could never show one.
+        if p.task != "audio" and self._settings.events.publish_snapshots:
             out.append(
                 self._config(
                     "image",

@@ -215,6 +215,18 @@ def test_each_end_names_a_snapshot_and_crop_holding_the_box(run: dict[str, Any])
         assert np.frombuffer(snapshots[topic][:3], np.uint8).tolist() == [0xFF, 0xD8, 0xFF]
 
 
+def test_the_latest_snapshot_stays_retained_for_home_assistant(
+    run: dict[str, Any], broker_module: RunningBroker
+) -> None:
+    """The last ended event's snapshot is retained on …/events/snapshot/latest, the one fixed
+    topic a Home Assistant image entity can follow."""
+    ends = sorted((m for m in events(run) if m["event"] == "end"), key=lambda m: m["seq"])
+    latest = f"{EVENTS}/snapshot/latest"
+    with broker_module.subscriber(latest) as late:
+        got = late.wait_for(matching(latest, retain=True), timeout=5)
+    assert got.payload == Path(ends[-1]["media"]["snapshot"]).read_bytes()
+
+
 def test_each_end_names_a_playable_clip_with_pre_and_post_roll(run: dict[str, Any]) -> None:
     """The woman's clip lasts pre-roll + event + post-roll (ffprobe, ±0.5 s); the man's, cut
     by the end of the file, lasts what it reports, at most that."""

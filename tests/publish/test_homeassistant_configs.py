@@ -174,10 +174,15 @@ def test_pipeline_templates_work_for_names_that_are_not_identifiers(tmp_path: Pa
 
 
 def test_event_snapshot_image_reads_the_fixed_latest_topic(tmp_path: Path) -> None:
-    """Per-event snapshot topics vary; the image entity reads …/<pipeline>/events/snapshot/latest."""
-    found = configs(settings(tmp_path))
-    images = {d["name"]: d["image_topic"] for t, d in found.items() if t.split("/")[1] == "image"}
-    assert images == {
+    """Per-event snapshot topics vary; the image entity reads …/<pipeline>/events/snapshot/latest,
+    and exists only where snapshots are published at all ([events] publish_snapshots)."""
+
+    def images(s: Settings) -> dict[str, str]:
+        found = configs(s)
+        return {d["name"]: d["image_topic"] for t, d in found.items() if t.split("/")[1] == "image"}
+
+    assert images(settings(tmp_path)) == {}
+    assert images(settings(tmp_path, events={"publish_snapshots": True})) == {
         "door event snapshot": "edged/pi-kitchen/door/events/snapshot/latest",
         "body event snapshot": "edged/pi-kitchen/body/events/snapshot/latest",
     }
