@@ -43,7 +43,7 @@ def test_an_unwritable_event_store_publishes_bare_ends_and_shows_degraded(
             "max_fps": 10,
         }
     ]
-    cfg["events"] = {"dir": blocker}
+    cfg["events"] = {"dir": blocker, "snapshots": True}
     sub = broker.subscriber(f"{BASE}/#")
     with Daemon(write_config(tmp_path / "edged.toml", cfg)) as daemon:
         sub.wait_for(matching(f"{BASE}/availability", b"online"), timeout=30)

@@ -72,6 +72,7 @@ def config(tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBro
     ]
     cfg["events"] = {
         "dir": tmp_path / "events",
+        "snapshots": True,
         "clips": True,
         "pre_roll_s": PRE_ROLL_S,
         "post_roll_s": POST_ROLL_S,

@@ -93,7 +93,9 @@ def test_snapshots_and_clip_of_an_event_then_end_published(tmp_path: Path) -> No
     """A track seen in frames 20..60 (best at frame 40): the end names a full and a cropped
     JPEG of frame 40 and an MP4 of 2 s pre-roll + 4 s + 1 s post-roll; the end waits for it."""
     published = Published()
-    settings = EventsSettings(clips=True, pre_roll_s=2.0, post_roll_s=1.0, crop_margin=0.0)
+    settings = EventsSettings(
+        snapshots=True, clips=True, pre_roll_s=2.0, post_roll_s=1.0, crop_margin=0.0
+    )
     rec = EventRecorder(settings, tmp_path / "events", published)
     rec.start()
     try:
@@ -146,7 +148,7 @@ def test_an_unwritable_store_still_publishes_the_end_and_counts_the_failure(
     blocker = tmp_path / "events"
     blocker.write_text("not a directory")
     published = Published()
-    rec = EventRecorder(EventsSettings(), blocker, published)
+    rec = EventRecorder(EventsSettings(snapshots=True), blocker, published)
     rec.start()
     try:
         for n, eid in enumerate(("a1", "a2")):
@@ -166,7 +168,7 @@ def test_an_unwritable_store_still_publishes_the_end_and_counts_the_failure(
 
 def test_best_frame_is_copied_only_when_the_score_improves() -> None:
     """Scores 0.5, 0.4, 0.6, 0.6, 0.3: two copies (0.5 and 0.6), none of the shared frame."""
-    rec = EventRecorder(EventsSettings(), Path("/nonexistent"), lambda _p: None)
+    rec = EventRecorder(EventsSettings(snapshots=True), Path("/nonexistent"), lambda _p: None)
     shared = []
     for i, score in enumerate((0.5, 0.4, 0.6, 0.6, 0.3)):
         f = frame(i)
@@ -182,7 +184,9 @@ def test_best_frame_is_copied_only_when_the_score_improves() -> None:
 def test_frames_for_clips_are_decimated_and_bounded_in_flight(tmp_path: Path) -> None:
     """A 100 fps burst into a 10 fps ring: at most clip_fps frames a second are handed over,
     at most MAX_QUEUED_FRAMES wait, and the rest are counted as skipped, not queued."""
-    rec = EventRecorder(EventsSettings(clips=True, clip_fps=10), tmp_path, lambda _p: None)
+    rec = EventRecorder(
+        EventsSettings(snapshots=True, clips=True, clip_fps=10), tmp_path, lambda _p: None
+    )
     # Not started: nothing drains the queue, as when the worker is stuck on a slow disk.
     for i in range(300):
         f = Frame(id=i, ts=T0 + i / 100, mono=100 + i / 100, source="cam0", image=image(0))
