@@ -328,9 +328,14 @@ class Forwarder:
         self._buffer.clear()
         self._epoch += 1
         self._in_flight = 0
-        # Copies older than the previous session that never got a PUBACK:
-        # forget them (their rows are still stored and re-sent anyway).
-        for key in [k for k, (_, e, _) in self._sent.items() if e < self._epoch - 1]:
+        # QoS 0 copies from before the previous session: paho discarded them
+        # unsent, so no PUBACK or drop will ever name them. QoS 1/2 copies stay
+        # registered: paho re-sends them every session until the broker
+        # acknowledges them or the client drops them as unpublishable, and
+        # either callback must still find their row (a poison row is dropped
+        # only after several sessions, long after the epoch it was sent in).
+        stale = [k for k, (_, e, m) in self._sent.items() if e < self._epoch - 1 and m.qos == 0]
+        for key in stale:
             del self._sent[key]
 
     def _read(self, db: sqlite3.Connection) -> None:
