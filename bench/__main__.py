@@ -40,7 +40,7 @@ import cv2
 
 from bench import audio, daemon, gate, outbox, pipeline
 from bench.common import Context, Row, pull_models, shared
-from edged.broker import LocalBroker
+from edged.demo.broker import LocalBroker
 from edged.log import configure_logging
 
 OUTBOX_TARGET = 5_000.0  # msgs/s, accept and drain alike

@@ -19,7 +19,7 @@ import time
 import soundfile
 
 from bench.common import AUDIO, EARS, Context, Row, daemon_config, in_process
-from edged.audio_pipeline import AudioPipeline
+from edged.runtime.audio import AudioPipeline
 
 SOUND = "music_jazz_guitar.wav"
 

@@ -9,12 +9,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from edged.app import App
-from edged.broker import free_port
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
-from edged.check import preflight
-from edged.settings import load_settings
+from edged.config.settings import load_settings
+from edged.daemon.app import App
+from edged.daemon.check import preflight
+from edged.demo.broker import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 CLIP = "person_walking_0-30s.mp4"

@@ -45,7 +45,7 @@ import tomlkit
 from paho.mqtt.enums import CallbackAPIVersion
 
 from bench.common import DETECTOR, EARS, POSE, REPO, Context, Row
-from edged.broker import LocalBroker
+from edged.demo.broker import LocalBroker
 
 #: Peak resident memory allowed with the three models loaded and running, MiB.
 RSS_TARGET_MIB = 150.0

@@ -23,9 +23,9 @@ import time
 from dataclasses import dataclass, field
 
 from bench.common import DETECTOR, Context, Row, cpu_s, daemon_config, in_process
-from edged.pipeline import Pipeline
 from edged.publish.payloads import DetectionResult, ResultEnvelope
-from edged.results import Sink
+from edged.publish.results import Sink
+from edged.runtime.video import Pipeline
 
 #: Frames per second of the walking clip.
 CLIP_FPS = 10.0

@@ -42,14 +42,14 @@ import cv2
 import numpy as np
 
 from bench.common import daemon_config, in_process
-from edged.broker import LocalBroker, free_port
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
+from edged.config.settings import OffloadSettings
+from edged.demo.broker import LocalBroker, free_port
 from edged.log import configure_logging
 from edged.offload.client import CloudClient, CloudError
 from edged.offload.prepare import WHOLE, prepare
 from edged.offload.protocol import DetectRequest, FrameSize
-from edged.settings import OffloadSettings
 
 # The tests' TLS helper: a CA and a server certificate for 127.0.0.1, made with openssl.
 from tests.helpers.broker import make_tls_material

@@ -36,7 +36,8 @@ if __package__ in (None, ""):  # run as a script: make the repository importable
 import paho.mqtt
 import structlog
 
-from edged.broker import LocalBroker
+from edged.config.settings import MqttSettings
+from edged.demo.broker import LocalBroker
 from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
 from edged.publish.payloads import (
@@ -50,7 +51,6 @@ from edged.publish.payloads import (
     iso_utc,
 )
 from edged.publish.topics import Topics
-from edged.settings import MqttSettings
 
 DEVICE = "bench"
 TOPICS = Topics("edged", DEVICE)

@@ -62,13 +62,13 @@ from bench.common import (
     pull_models,
     shared,
 )
-from edged.broker import LocalBroker
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve_entry
+from edged.demo.broker import LocalBroker
 from edged.infer.registry import load_model
 from edged.log import configure_logging
-from edged.pipeline import Pipeline
 from edged.preprocess.image import preprocess
+from edged.runtime.video import Pipeline
 from edged.tasks.detection import image_spec
 
 #: Latency target: capture → PUBACK p99 at most this much above inference p99, ms.

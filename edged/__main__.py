@@ -18,9 +18,9 @@ import structlog
 
 from edged import __version__
 from edged.catalog.catalog import Catalog, load_catalog
+from edged.config.settings import DEFAULT_CONFIG, Settings, load_settings
 from edged.errors import CatalogError, ConfigError, EdgedError
 from edged.log import configure_logging, quiet_native_libraries
-from edged.settings import DEFAULT_CONFIG, Settings, load_settings
 
 EX_OK = 0
 EX_FAILURE = 1
@@ -47,7 +47,7 @@ def _load(path: Path) -> Settings:
 
 
 def cmd_check(args: argparse.Namespace) -> int:
-    from edged.check import preflight
+    from edged.daemon.check import preflight
 
     try:
         settings = _load(args.config)
@@ -74,7 +74,7 @@ def cmd_check(args: argparse.Namespace) -> int:
 
 
 def cmd_run(args: argparse.Namespace) -> int:
-    from edged.app import run_daemon
+    from edged.daemon.app import run_daemon
 
     if args.log_level is not None:
         # The daemon takes its level from the settings, where the environment
@@ -91,7 +91,7 @@ def cmd_config_schema(_args: argparse.Namespace) -> int:
 
 
 def cmd_config_reference(_args: argparse.Namespace) -> int:
-    from edged.config_doc import reference_markdown
+    from edged.config.reference import reference_markdown
 
     print(reference_markdown())
     return EX_OK
@@ -170,7 +170,7 @@ def cmd_models_labels(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    from edged.demo import run_demo
+    from edged.demo.run import run_demo
 
     return run_demo(duration_s=args.duration, workdir=args.workdir, media=args.media)
 

@@ -14,7 +14,7 @@ from typing import Any
 
 import pytest
 
-from edged.broker import free_port
+from edged.demo.broker import free_port
 from edged.publish.payloads import EventResult
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config

@@ -6,8 +6,8 @@ import re
 import tomllib
 from pathlib import Path
 
-from edged.config_doc import reference_markdown
-from edged.settings import Settings, load_settings
+from edged.config.reference import reference_markdown
+from edged.config.settings import Settings, load_settings
 
 REPO = Path(__file__).resolve().parent.parent
 

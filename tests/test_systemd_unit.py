@@ -23,8 +23,8 @@ from typing import Any
 
 import pytest
 
-from edged.app import EX_CONFIG
-from edged.settings import DEFAULT_CONFIG, Settings
+from edged.config.settings import DEFAULT_CONFIG, Settings
+from edged.daemon.app import EX_CONFIG
 from tests.helpers.broker import RunningBroker
 from tests.helpers.daemon import Daemon, base_config, write_config
 

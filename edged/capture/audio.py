@@ -32,9 +32,9 @@ import structlog
 
 from edged.capture.chunks import ChunkQueue
 from edged.capture.lifecycle import SourceLifecycle, SourceState, display_uri
+from edged.config.settings import SourceSettings
 from edged.errors import SourceError
 from edged.preprocess.audio import downmix
-from edged.settings import SourceSettings
 from edged.types import AudioChunk
 
 #: Length of the blocks sources read and deliver, seconds. Short enough for

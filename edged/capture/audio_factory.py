@@ -7,8 +7,8 @@ from collections.abc import Callable
 from edged.capture.audio import AudioSource
 from edged.capture.microphone import MicrophoneSource
 from edged.capture.wavfile import WavSource
+from edged.config.settings import SourceSettings
 from edged.errors import SourceError
-from edged.settings import SourceSettings
 
 #: kind → class. sounddevice itself is imported only when a microphone opens.
 AUDIO_SOURCES: dict[str, Callable[[SourceSettings], AudioSource]] = {

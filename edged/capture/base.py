@@ -23,8 +23,8 @@ import structlog
 
 from edged.capture.lifecycle import SourceLifecycle, SourceState, display_uri
 from edged.capture.slot import LatestSlot
+from edged.config.settings import SourceSettings
 from edged.errors import SourceError
-from edged.settings import SourceSettings
 from edged.types import Frame
 
 #: Window over which :attr:`SourceStatus.fps` is measured, seconds.

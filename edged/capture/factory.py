@@ -13,8 +13,8 @@ from edged.capture.base import VideoSource
 from edged.capture.images import ImagesSource
 from edged.capture.opencv import OpenCVSource
 from edged.capture.picamera2 import Picamera2Source
+from edged.config.settings import SourceSettings
 from edged.errors import SourceError
-from edged.settings import SourceSettings
 
 #: kind → class. picamera2 itself is imported only when that source opens.
 VIDEO_SOURCES: dict[str, Callable[[SourceSettings], VideoSource]] = {

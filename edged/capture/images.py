@@ -16,8 +16,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.capture.base import VideoSource
+from edged.config.settings import SourceSettings
 from edged.errors import SourceError
-from edged.settings import SourceSettings
 
 #: File name suffixes read from a folder or glob (case-insensitive).
 IMAGE_SUFFIXES = frozenset({".jpg", ".jpeg", ".png", ".bmp", ".webp"})

@@ -13,7 +13,7 @@ import time
 from typing import Any, Literal
 from urllib.parse import urlsplit, urlunsplit
 
-from edged.settings import SourceSettings
+from edged.config.settings import SourceSettings
 
 SourceState = Literal["starting", "up", "down", "ended", "stopped"]
 

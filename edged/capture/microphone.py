@@ -27,8 +27,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.capture.audio import CHUNK_S, AudioSource
+from edged.config.settings import SourceSettings
 from edged.errors import SourceError
-from edged.settings import SourceSettings
 
 # Streams open in this process; PortAudio may be re-initialised only at 0.
 _open_streams = 0

@@ -26,8 +26,8 @@ import numpy.typing as npt
 
 from edged.capture.base import VideoSource
 from edged.capture.lifecycle import display_uri
+from edged.config.settings import SourceSettings
 from edged.errors import SourceError
-from edged.settings import SourceSettings
 
 #: A stream that cannot be opened within this time counts as down, ms.
 STREAM_OPEN_TIMEOUT_MS = 5000

@@ -21,8 +21,8 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.capture.base import VideoSource
+from edged.config.settings import SourceSettings
 from edged.errors import SourceError
-from edged.settings import SourceSettings
 
 #: The main stream is this many times the lores size: sharp enough for an
 #: offload crop, small enough for the Pi's memory bandwidth at video rates.

@@ -17,8 +17,8 @@ import numpy.typing as npt
 import soundfile
 
 from edged.capture.audio import CHUNK_S, AudioSource
+from edged.config.settings import SourceSettings
 from edged.errors import SourceError
-from edged.settings import SourceSettings
 
 
 class WavSource(AudioSource):

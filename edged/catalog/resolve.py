@@ -9,8 +9,8 @@ from pathlib import Path
 
 from edged.catalog.catalog import Catalog, CatalogEntry, InputHints, LabelSpec
 from edged.catalog.fetch import sha256_file, verify
+from edged.config.settings import PipelineSettings, Settings
 from edged.errors import CatalogError
-from edged.settings import PipelineSettings, Settings
 
 
 @dataclass(frozen=True, slots=True)

@@ -17,8 +17,8 @@ from edged.control.controller import Controller
 from edged.control.router import CommandRouter
 
 if TYPE_CHECKING:
-    from edged.app import App
     from edged.control.metrics import MetricsServer
+    from edged.daemon.app import App
 
 __all__ = ["CommandRouter", "ControlPlane", "Controller"]
 

@@ -1,6 +1,6 @@
 """What each command does to the running daemon.
 
-This is :class:`~edged.app.App`'s command side, kept out of ``app.py`` so
+This is :class:`~edged.daemon.app.App`'s command side, kept out of ``app.py`` so
 that the App stays wiring. It works on the App's *current* graph under the
 App's graph lock, because a reload may swap the graph between two commands;
 changes made here (enabled, threshold) last until the next reload or
@@ -38,9 +38,9 @@ from edged.errors import CommandError
 from edged.publish.payloads import iso_utc
 
 if TYPE_CHECKING:
-    from edged.app import App
-    from edged.audio_pipeline import AudioPipeline
-    from edged.pipeline import Pipeline
+    from edged.daemon.app import App
+    from edged.runtime.audio import AudioPipeline
+    from edged.runtime.video import Pipeline
 
 log = structlog.get_logger(__name__)
 
@@ -73,7 +73,7 @@ def encode_jpeg(
 
 
 class Controller:
-    """Runs validated commands against one :class:`~edged.app.App`."""
+    """Runs validated commands against one :class:`~edged.daemon.app.App`."""
 
     def __init__(self, app: App) -> None:
         self._app = app

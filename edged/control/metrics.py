@@ -33,7 +33,7 @@ from edged import __version__
 from edged.control.router import CommandCounters
 
 if TYPE_CHECKING:
-    from edged.app import App
+    from edged.daemon.app import App
 
 log = structlog.get_logger(__name__)
 

@@ -35,7 +35,7 @@ its error reply, naming the problem, goes to the default reply topic, so the
 client still learns why.
 
 Allow-list. Only the commands listed in ``[commands] allow`` run (read-only
-``ping`` by default, :data:`~edged.settings.READ_ONLY_COMMANDS`); any other
+``ping`` by default, :data:`~edged.config.settings.READ_ONLY_COMMANDS`); any other
 is answered ``command: '<name>' is not allowed …`` naming the key that
 enables it, counted (``not_allowed``) and logged once per burst. Every
 accepted command that is not read-only is logged (``command.accepted``) with
@@ -57,11 +57,11 @@ from typing import Any, Final
 
 import structlog
 
+from edged.config.settings import READ_ONLY_COMMANDS, check_segment
 from edged.control.commands import COMMANDS, Command, encode_reply, parse, show
 from edged.errors import CommandError, PublishError
 from edged.publish.mqtt import MqttClient, RequestProperties, show_topic
 from edged.sched import background
-from edged.settings import READ_ONLY_COMMANDS, check_segment
 
 log = structlog.get_logger(__name__)
 

@@ -23,8 +23,8 @@ import math
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 
+from edged.config.settings import FallSettings
 from edged.events.onoff import Change, Episode, EventNote
-from edged.settings import FallSettings
 from edged.types import Keypoint, Pose
 
 _SHOULDERS = ("left_shoulder", "right_shoulder")

@@ -1,7 +1,7 @@
 """The event recorder: best snapshots, optional clips, and the ``end`` message naming them.
 
 Pipeline threads call :meth:`EventRecorder.observe` for every tracked frame
-and, through :meth:`~edged.results.ResultPublisher.publish_events`,
+and, through :meth:`~edged.publish.results.ResultPublisher.publish_events`,
 :meth:`~EventRecorder.opened` / :meth:`~EventRecorder.ended` for each event.
 They only copy a frame when a track's score improves and put work on a
 bounded queue; one worker thread does all JPEG and MP4 encoding and file I/O,
@@ -27,13 +27,13 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from edged.config.settings import EventsSettings
 from edged.events.clips import RING_SLACK_S, Decimator, FrameRing, Recording, choose_encoder
 from edged.events.snapshots import Best, BestFrames, write_snapshots
 from edged.events.store import EventStore
 from edged.offload.prepare import WHOLE, prepare
 from edged.publish.payloads import EventMedia, EventResult
-from edged.settings import EventsSettings
-from edged.stages import StageFailures
+from edged.runtime.stages import StageFailures
 from edged.track.tracker import Track
 from edged.types import Frame
 

@@ -19,8 +19,8 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
+from edged.config.settings import GATE_OFF_DBFS, SoundEventSettings
 from edged.events.onoff import Change, Episode, EventNote
-from edged.settings import GATE_OFF_DBFS, SoundEventSettings
 from edged.tasks.audio import check_labels
 
 log = structlog.get_logger(__name__)

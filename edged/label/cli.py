@@ -17,6 +17,7 @@ from typing import Any, TypeVar
 
 from edged.catalog.catalog import Catalog, CatalogEntry
 from edged.catalog.fetch import verify
+from edged.config.settings import Settings
 from edged.errors import ConfigError, EdgedError
 from edged.label.nutrition import (
     NutritionLabel,
@@ -26,7 +27,6 @@ from edged.label.nutrition import (
     stored_accelerators,
 )
 from edged.label.parity import DEFAULT_TOLERANCE, check_parity, parity_text
-from edged.settings import Settings
 
 T = TypeVar("T")
 Loader = Callable[[argparse.Namespace], tuple[Settings, Catalog]]

@@ -54,8 +54,8 @@ import numpy.typing as npt
 from edged.catalog.catalog import LOCAL_CATALOG, Catalog, CatalogEntry, load_catalog
 from edged.catalog.fetch import sha256_file
 from edged.catalog.resolve import resolve_entry
+from edged.config.settings import check_segment
 from edged.errors import EdgedError, ModelError
-from edged.settings import check_segment
 
 #: Per-channel QDQ needs DequantizeLinear's ``axis``: opset 13 or later.
 MIN_OPSET = 13

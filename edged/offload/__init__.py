@@ -2,7 +2,7 @@
 
 Read in the order of the data flow:
 
-- :mod:`~edged.offload.policy` — the per-frame decision in the pipeline thread
+- :mod:`~edged.offload.gate` — the per-frame decision in the pipeline thread
   (uncertainty band, link gate, budget) and the counters by reason;
 - :mod:`~edged.offload.link` — the link monitor (health probe, RTT, metered);
 - :mod:`~edged.offload.budget` — frames per minute and bytes per day;

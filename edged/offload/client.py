@@ -38,10 +38,10 @@ from urllib3.exceptions import (
 from urllib3.response import BaseHTTPResponse
 
 from edged import __version__
+from edged.config.settings import OffloadSettings
 from edged.errors import EdgedError
 from edged.offload.deadline import Deadline, DeadlinePool
 from edged.offload.protocol import DETECT_PATH, HEALTH_PATH, JSON, DetectResponse, ErrorBody
-from edged.settings import OffloadSettings
 
 _CHUNK = 64 * 1024
 _HEALTH_CAP = 64 * 1024

@@ -30,10 +30,10 @@ from typing import Literal
 
 import structlog
 
+from edged.config.settings import OffloadSettings
 from edged.offload.client import CloudClient, CloudError
 from edged.publish.payloads import LinkState
 from edged.sched import background
-from edged.settings import OffloadSettings
 
 log = structlog.get_logger(__name__)
 

@@ -44,6 +44,7 @@ from pydantic import ValidationError
 
 from edged.catalog.catalog import Catalog
 from edged.catalog.resolve import resolve
+from edged.config.settings import PipelineSettings, Settings, read_secret
 from edged.errors import ConfigError, EdgedError
 from edged.infer.registry import load_model
 from edged.offload.guard import BurstLog, ConnectionGuard, Limits, connection_cap
@@ -59,7 +60,6 @@ from edged.offload.protocol import (
     crop_to_frame,
 )
 from edged.publish.payloads import DetectionItem, ModelRef, Timing
-from edged.settings import PipelineSettings, Settings, read_secret
 from edged.tasks.detection import DetectionTask
 from edged.types import Detection, Frame
 

@@ -13,19 +13,19 @@ from typing import TYPE_CHECKING, Any
 
 import structlog
 
+from edged.config.settings import Settings, read_secret
 from edged.offload.budget import MB, DailyBytes, TokenBucket
 from edged.offload.client import CloudClient
+from edged.offload.gate import Counters, Job, OffloadGate
 from edged.offload.link import LinkMonitor
-from edged.offload.policy import Counters, Job, OffloadGate
 from edged.offload.protocol import DetectResponse
 from edged.offload.worker import Worker
-from edged.pipeline import Pipeline
 from edged.publish.payloads import FrameRef, LinkState, OffloadResult, ResultEnvelope, iso_utc
-from edged.settings import Settings, read_secret
+from edged.runtime.video import Pipeline
 
 if TYPE_CHECKING:
-    from edged.graph import Graph
-    from edged.results import ResultPublisher
+    from edged.publish.results import ResultPublisher
+    from edged.runtime.graph import Graph
 
 log = structlog.get_logger(__name__)
 

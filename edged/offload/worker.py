@@ -20,14 +20,14 @@ from collections.abc import Callable
 
 import structlog
 
+from edged.config.settings import OffloadSettings
 from edged.offload.budget import DailyBytes
 from edged.offload.client import CloudClient, CloudError
+from edged.offload.gate import Counters, Job
 from edged.offload.link import LinkMonitor
-from edged.offload.policy import Counters, Job
 from edged.offload.prepare import WHOLE, crop_region, prepare
 from edged.offload.protocol import DetectRequest, DetectResponse, FrameSize
 from edged.sched import background
-from edged.settings import OffloadSettings
 
 log = structlog.get_logger(__name__)
 

@@ -51,9 +51,9 @@ from typing import Any, Final
 import structlog
 
 from edged import __version__
+from edged.config.settings import TASK_SOURCE_KINDS, PipelineSettings, Settings
 from edged.publish.payloads import Message
 from edged.publish.topics import Topics
-from edged.settings import TASK_SOURCE_KINDS, PipelineSettings, Settings
 
 log = structlog.get_logger(__name__)
 

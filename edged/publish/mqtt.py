@@ -76,12 +76,12 @@ from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
 
+from edged.config.settings import MqttSettings
 from edged.errors import PublishError
 from edged.publish.payloads import Message, MqttState
 from edged.publish.reconnect import SHORT_SESSION_S, Backoff
 from edged.publish.topics import Topics, check_topic
 from edged.sched import lower_this_thread
-from edged.settings import MqttSettings
 
 log = structlog.get_logger(__name__)
 
@@ -203,7 +203,7 @@ def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
 
 
 class MqttClient:
-    """The daemon's MQTT session, built from :class:`~edged.settings.MqttSettings`.
+    """The daemon's MQTT session, built from :class:`~edged.config.settings.MqttSettings`.
 
     ``password`` is the secret already read by the caller (``read_secret``);
     it is never logged. ``max_inflight`` bounds QoS 1 messages awaiting PUBACK

@@ -1,6 +1,6 @@
 """The durable outbox (README "Delivery guarantees"): results are accepted into SQLite and leave only after PUBACK.
 
-:meth:`Outbox.accept` (the :class:`~edged.results.Sink` protocol) appends to an
+:meth:`Outbox.accept` (the :class:`~edged.publish.results.Sink` protocol) appends to an
 in-memory batch and returns. A writer thread commits the batch at once
 when it has been idle, otherwise at most every ``flush_interval_s`` (or every
 ``batch_rows`` rows), in one transaction, and assigns
@@ -74,6 +74,7 @@ from typing import Any, Final, Literal, Self
 
 import structlog
 
+from edged.config.settings import OutboxSettings
 from edged.errors import ConfigError, PublishError
 from edged.publish.forwarder import Bursts, Forwarder
 from edged.publish.mqtt import MqttClient
@@ -81,7 +82,6 @@ from edged.publish.payloads import Message, ResultEnvelope
 from edged.publish.quarantine import Salvage, Unusable, check_kind, move_aside, salvage
 from edged.publish.storage import SeqMark, StorageFault, classify, probe
 from edged.sched import background
-from edged.settings import OutboxSettings
 
 log = structlog.get_logger(__name__)
 

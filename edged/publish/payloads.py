@@ -30,8 +30,8 @@ from typing import Annotated, Any, ClassVar, Final, Literal
 from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
 from pydantic.json_schema import SkipJsonSchema
 
+from edged.config.settings import check_segment
 from edged.publish.topics import ResultKind, Topics
-from edged.settings import check_segment
 from edged.types import AudioClass, Detection, Frame, Pose
 
 PAYLOAD_VERSION: Final = 1

@@ -13,7 +13,7 @@ import re
 from dataclasses import dataclass
 from typing import Final, Literal, get_args
 
-from edged.settings import check_segment
+from edged.config.settings import check_segment
 
 #: What a pipeline publishes; one topic per kind under ``<prefix>/<dev>/<pipeline>/``.
 ResultKind = Literal["detections", "pose", "audio", "offload", "events"]

@@ -11,7 +11,7 @@ Nothing changes until the candidate is downloaded with its sha256 checked
 (:mod:`edged.catalog.fetch`), loaded and warmed up
 (:func:`edged.infer.registry.load_model`) and has cleared the pipeline's
 bar on the golden set (:mod:`edged.rollout.evaluate`, :mod:`edged.rollout.policy`).
-The switch is :meth:`edged.pipeline.Pipeline.swap_task`, between two frames
+The switch is :meth:`edged.runtime.video.Pipeline.swap_task`, between two frames
 of that pipeline only. A rolled-out model runs until the next reload or
 restart, as a ``set_threshold`` does: the configuration file stays the
 source of truth (``edged models select --write`` makes a choice permanent).
@@ -31,22 +31,22 @@ import structlog
 from edged.catalog.catalog import CatalogEntry, load_catalog
 from edged.catalog.fetch import pull, pull_artifact
 from edged.catalog.resolve import ResolvedModel, mirror_dir, resolve_entry
+from edged.config.settings import PipelineSettings
 from edged.errors import CommandError, EdgedError
 from edged.infer.accel import cache_dir
 from edged.infer.base import Model
 from edged.infer.registry import load_model
-from edged.pipeline import Pipeline
 from edged.publish.payloads import Message, iso_utc
 from edged.rollout import policy
 from edged.rollout.desired import DesiredWatch
 from edged.rollout.evaluate import evaluate
 from edged.rollout.rightsizing import RightSizing
 from edged.rollout.status import ModelId, Phase, RolloutStatus
-from edged.settings import PipelineSettings
+from edged.runtime.video import Pipeline
 from edged.tasks import VisionTask, build_task
 
 if TYPE_CHECKING:
-    from edged.app import App
+    from edged.daemon.app import App
 
 log = structlog.get_logger(__name__)
 

@@ -28,12 +28,12 @@ from edged.catalog.fetch import pull
 from edged.catalog.resolve import ResolvedModel, mirror_dir, resolve_entry
 from edged.errors import EdgedError
 from edged.infer.base import Model
-from edged.pipeline import Pipeline
-from edged.results import soc_temperature
+from edged.publish.results import soc_temperature
 from edged.rollout import policy
 from edged.rollout.evaluate import evaluate
 from edged.rollout.rightsize import Limits, RightSizer, Sample, Step, next_smaller
 from edged.rollout.status import ModelId, RolloutStatus
+from edged.runtime.video import Pipeline
 from edged.sched import background
 from edged.tasks import VisionTask
 

@@ -14,9 +14,9 @@ from dataclasses import dataclass
 from typing import Protocol
 
 from edged.catalog.resolve import ResolvedModel
+from edged.config.settings import PipelineSettings
 from edged.errors import ModelError
 from edged.infer.base import Model
-from edged.settings import PipelineSettings
 from edged.types import Detection, Frame, Pose
 
 

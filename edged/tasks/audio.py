@@ -2,7 +2,7 @@
 
 The task is stateless and works on one window; cutting the stream into
 windows, resampling and smoothing over windows belong to the pipeline
-(:mod:`edged.audio_pipeline`), which owns the per-stream state.
+(:mod:`edged.runtime.audio`), which owns the per-stream state.
 """
 
 from __future__ import annotations

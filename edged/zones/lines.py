@@ -15,7 +15,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from edged.settings import LineSettings
+from edged.config.settings import LineSettings
 from edged.track.tracker import Track
 from edged.zones.geometry import Point, Side, anchor_point, segments_intersect, side
 

@@ -20,7 +20,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
-from edged.settings import ZoneSettings
+from edged.config.settings import ZoneSettings
 from edged.track.tracker import Track
 from edged.zones.geometry import anchor_point, contains
 

@@ -6,7 +6,7 @@ import dataclasses
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-from edged.settings import PipelineSettings
+from edged.config.settings import PipelineSettings
 from edged.tasks import VisionResult
 from edged.track.tracker import Track
 from edged.types import Detection

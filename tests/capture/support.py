@@ -11,7 +11,7 @@ import cv2
 import numpy as np
 import numpy.typing as npt
 
-from edged.settings import SourceSettings
+from edged.config.settings import SourceSettings
 
 WALKING_CLIP = "person_walking_0-30s.mp4"
 WALKING_FRAMES = 301

@@ -20,9 +20,9 @@ from edged.capture.audio import AudioSource, ChunkQueue
 from edged.capture.audio_factory import open_audio_source
 from edged.capture.microphone import MicrophoneSource, parse_device
 from edged.capture.wavfile import WavSource
+from edged.config.settings import SourceSettings
 from edged.errors import SourceError
 from edged.preprocess.audio import downmix
-from edged.settings import SourceSettings
 from edged.types import AudioChunk
 from tests.capture.support import wait_for
 from tests.helpers.alsa import virtual_microphone

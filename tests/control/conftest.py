@@ -15,11 +15,11 @@ from typing import Any
 
 import pytest
 
-from edged.app import App
 from edged.catalog.catalog import load_catalog
-from edged.check import Preflight, preflight
+from edged.config.settings import load_settings
 from edged.control.commands import COMMANDS
-from edged.settings import load_settings
+from edged.daemon.app import App
+from edged.daemon.check import Preflight, preflight
 from tests.helpers.broker import RunningBroker
 from tests.helpers.commands import CommandClient
 from tests.helpers.daemon import base_config, write_config

@@ -19,11 +19,11 @@ import pytest
 from paho.mqtt.enums import CallbackAPIVersion, MQTTProtocolVersion
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edged.broker import LocalBroker
+from edged.config.settings import MqttSettings
 from edged.control.commands import COMMANDS, Command
 from edged.control.router import CommandRouter
+from edged.demo.broker import LocalBroker
 from edged.publish.mqtt import MqttClient
-from edged.settings import MqttSettings
 from tests.helpers.broker import Subscriber, matching
 
 pytestmark = pytest.mark.broker

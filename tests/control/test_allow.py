@@ -10,9 +10,9 @@ from typing import Any, get_args
 import pytest
 from structlog.testing import capture_logs
 
+from edged.config.settings import READ_ONLY_COMMANDS, CommandName, load_settings
 from edged.control.commands import COMMANDS
 from edged.errors import ConfigError
-from edged.settings import READ_ONLY_COMMANDS, CommandName, load_settings
 from tests.control.conftest import RunningApp, photos_config, start_app, wait_until_serving
 from tests.helpers.broker import RunningBroker
 from tests.helpers.commands import BASE, CommandClient

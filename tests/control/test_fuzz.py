@@ -32,8 +32,8 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edged.broker import LocalBroker
 from edged.control.commands import COMMANDS, MAX_PAYLOAD_BYTES
+from edged.demo.broker import LocalBroker
 from tests.control.conftest import photos_config, wait_until_serving
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.commands import BASE, CommandClient

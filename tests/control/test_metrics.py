@@ -14,9 +14,9 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 from structlog.testing import capture_logs
 
-from edged.app import App
-from edged.broker import free_port
-from edged.settings import MetricsSettings
+from edged.config.settings import MetricsSettings
+from edged.daemon.app import App
+from edged.demo.broker import free_port
 from tests.control.conftest import photos_config, start_app, wait_until_serving
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.commands import CommandClient
@@ -133,7 +133,7 @@ def test_a_port_in_use_leaves_the_daemon_running_without_metrics(
 def test_the_daemon_does_not_import_prometheus_client_when_metrics_are_off() -> None:
     """prometheus-client is imported only when metrics are enabled (it is an optional extra)."""
     code = (
-        "import sys, edged.app, edged.control\n"
+        "import sys, edged.daemon.app, edged.control\n"
         "assert 'prometheus_client' not in sys.modules, 'imported eagerly'\n"
     )
     subprocess.run([sys.executable, "-c", code], check=True, cwd=Path(__file__).parents[2])

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import pytest
 
-from edged.pipeline import Pipeline
+from edged.runtime.video import Pipeline
 from tests.control.conftest import RunningApp
 from tests.control.test_commands_e2e import BASE, state_where
 

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 
-from edged.broker import free_port
+from edged.demo.broker import free_port
 from tests.deploy.conftest import require_deploy_tools
 from tests.deploy.machine import ANSIBLE_DIR, run, tool_env
 from tests.deploy.mqtt import accepts, publish_acknowledged

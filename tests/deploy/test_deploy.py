@@ -26,8 +26,8 @@ from typing import Any
 
 import pytest
 
-from edged.broker import LocalBroker, free_port
 from edged.catalog.catalog import load_catalog
+from edged.demo.broker import LocalBroker, free_port
 from tests.deploy.conftest import require_deploy_tools
 from tests.deploy.machine import (
     REPORT,

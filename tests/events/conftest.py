@@ -8,8 +8,8 @@ import pytest
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve
+from edged.config.settings import Settings
 from edged.infer.registry import load_model
-from edged.settings import Settings
 from edged.tasks.detection import DetectionTask
 from edged.tasks.pose import PoseTask, TwoStagePoseTask
 

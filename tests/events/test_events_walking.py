@@ -25,7 +25,7 @@ import cv2
 import numpy as np
 import pytest
 
-from edged.broker import LocalBroker
+from edged.demo.broker import LocalBroker
 from edged.offload.prepare import _pixels, crop_region
 from edged.publish.payloads import EventResult
 from tests.helpers.broker import RunningBroker, _running, matching

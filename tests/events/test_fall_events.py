@@ -27,11 +27,11 @@ import numpy as np
 import numpy.typing as npt
 import pytest
 
+from edged.config.settings import FallSettings, load_settings
 from edged.errors import ConfigError
 from edged.events.fall import FallWatch, posture
 from edged.events.onoff import Episode
 from edged.publish.payloads import EventResult, PoseResult
-from edged.settings import FallSettings, load_settings
 from edged.types import Frame, Keypoint, Pose
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config

@@ -9,10 +9,10 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from edged.config.settings import EventsSettings
 from edged.events.clips import Recording, choose_encoder
 from edged.events.recorder import MAX_QUEUED_FRAMES, EventRecorder
 from edged.publish.payloads import EventResult, iso_utc
-from edged.settings import EventsSettings
 from edged.track.tracker import Track
 from edged.types import Frame
 from tests.helpers.video import ffprobe

@@ -13,7 +13,7 @@ from typing import Any
 
 import pytest
 
-from edged.broker import LocalBroker, free_port
+from edged.demo.broker import LocalBroker, free_port
 from tests.helpers.broker import RunningBroker, Subscriber, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
 

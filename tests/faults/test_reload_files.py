@@ -22,9 +22,9 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from edged.broker import LocalBroker
+from edged.config.settings import load_settings
+from edged.demo.broker import LocalBroker
 from edged.errors import ConfigError
-from edged.settings import load_settings
 from tests.control.conftest import photos_config, wait_until_serving
 from tests.helpers.bad_configs import KINDS, make_bad
 from tests.helpers.broker import RunningBroker, matching

@@ -13,9 +13,9 @@ import pytest
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve
+from edged.config.settings import Settings
 from edged.gate import MotionGate
 from edged.infer.registry import load_model
-from edged.settings import Settings
 from edged.tasks.detection import DetectionTask
 from edged.types import Detection, Frame
 

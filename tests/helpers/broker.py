@@ -1,6 +1,6 @@
 """Real-broker fixtures: a private mosquitto per test, TLS material, a recording subscriber.
 
-Every broker is a :class:`~edged.broker.LocalBroker` on a free 127.0.0.1 port,
+Every broker is a :class:`~edged.demo.broker.LocalBroker` on a free 127.0.0.1 port,
 ended by PID in the fixture's teardown, so a failing test cannot leak a
 process. Import the fixtures into a conftest with
 ``from tests.helpers.broker import *``.
@@ -22,8 +22,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 
-from edged.broker import LocalBroker
-from edged.settings import MqttSettings
+from edged.config.settings import MqttSettings
+from edged.demo.broker import LocalBroker
 
 __all__ = [
     "Received",

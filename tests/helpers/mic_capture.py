@@ -21,7 +21,7 @@ import numpy as np
 
 from edged.capture.audio import CHUNK_S
 from edged.capture.audio_factory import open_audio_source
-from edged.settings import SourceSettings
+from edged.config.settings import SourceSettings
 from edged.types import AudioChunk
 from tests.helpers.alsa import VirtualMicrophone
 

@@ -17,7 +17,8 @@ from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
-from edged.broker import LocalBroker
+from edged.config.settings import MqttSettings
+from edged.demo.broker import LocalBroker
 from edged.log import configure_logging
 from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
@@ -31,7 +32,6 @@ from edged.publish.payloads import (
     iso_utc,
 )
 from edged.publish.topics import Topics
-from edged.settings import MqttSettings
 
 DEVICE = "dev1"
 TOPICS = Topics("edged", DEVICE)

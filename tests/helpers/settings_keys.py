@@ -1,6 +1,6 @@
 """Every numeric settings key with its range, and a way to set one in a config dict.
 
-Shared by the edge tests of the ranges (tests/test_settings_bounds.py) and
+Shared by the edge tests of the ranges (tests/config/test_settings_bounds.py) and
 the property test that runs configs drawn near them (tests/test_run_properties.py).
 """
 
@@ -12,7 +12,7 @@ from typing import Any
 
 from pydantic.fields import FieldInfo
 
-from edged.config_doc import SECTIONS, bounds
+from edged.config.reference import SECTIONS, bounds
 
 #: Where each section lives in a config dict (list sections: their first entry).
 _PATHS: dict[str, tuple[str | int, ...]] = {

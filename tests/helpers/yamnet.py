@@ -8,8 +8,8 @@ import numpy as np
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import ResolvedModel, resolve
+from edged.config.settings import Settings
 from edged.infer.registry import load_model
-from edged.settings import Settings
 from edged.tasks.audio import AudioTask
 
 

@@ -9,10 +9,10 @@ import numpy as np
 import pytest
 from structlog.testing import capture_logs
 
+from edged.config.settings import PipelineSettings
 from edged.infer import accel
 from edged.infer.accel import AcceleratorError
 from edged.infer.registry import load_model
-from edged.settings import PipelineSettings
 from tests.helpers.vision import read_rgb
 
 SSD = "coco_ssd_mobilenet_v1_1.0_quant.tflite"

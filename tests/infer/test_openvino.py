@@ -24,9 +24,9 @@ import pytest
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve_entry
+from edged.config.settings import PipelineSettings
 from edged.infer.registry import load_model
 from edged.label.golden import read_image
-from edged.settings import PipelineSettings
 from edged.tasks import build_task
 from edged.types import Frame
 from tests.helpers.broker import RunningBroker, matching
@@ -48,7 +48,7 @@ from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve_entry
 from edged.infer.registry import load_model
 from edged.label.golden import read_image
-from edged.settings import PipelineSettings
+from edged.config.settings import PipelineSettings
 from edged.tasks import build_task
 from edged.types import Frame
 

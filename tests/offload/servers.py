@@ -26,7 +26,7 @@ from typing import Any, Literal
 
 from aiohttp import web
 
-from edged.broker import free_port
+from edged.demo.broker import free_port
 from tests.helpers.broker import TlsMaterial
 
 REPO = Path(__file__).resolve().parents[2]

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from edged.config.settings import OffloadSettings
 from edged.offload.client import CloudClient, CloudError
-from edged.settings import OffloadSettings
 from tests.helpers.broker import TlsMaterial
 from tests.offload.conftest import TOKEN
 from tests.offload.servers import HostileServer, TrickleServer

@@ -15,9 +15,9 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from edged.config.settings import OffloadSettings
 from edged.offload.client import CloudClient
 from edged.offload.link import LinkMonitor
-from edged.settings import OffloadSettings
 from tests.helpers.broker import RunningBroker, TlsMaterial, matching
 from tests.helpers.daemon import Daemon
 from tests.offload.conftest import TOKEN, decisions, offload_config, wait_stats, wait_until

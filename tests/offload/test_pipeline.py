@@ -17,16 +17,16 @@ import pytest
 from edged.capture.slot import LatestSlot
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve
+from edged.config.settings import Settings
 from edged.infer.registry import load_model
 from edged.offload.budget import DailyBytes, TokenBucket
 from edged.offload.client import CloudClient
+from edged.offload.gate import Counters, Job, OffloadGate
 from edged.offload.link import LinkMonitor
-from edged.offload.policy import Counters, Job, OffloadGate
 from edged.offload.protocol import DetectResponse
 from edged.offload.worker import Worker
-from edged.pipeline import Pipeline
 from edged.publish.payloads import new_id
-from edged.settings import Settings
+from edged.runtime.video import Pipeline
 from edged.tasks import VisionResult
 from edged.tasks.detection import DetectionTask
 from edged.types import Detection, Frame

@@ -9,13 +9,13 @@ import cv2
 import numpy as np
 import pytest
 
+from edged.config.settings import load_settings
 from edged.errors import ConfigError
 from edged.offload.budget import DailyBytes, TokenBucket
+from edged.offload.gate import REASONS, Counters, uncertain_boxes
 from edged.offload.link import Link
-from edged.offload.policy import REASONS, Counters, uncertain_boxes
 from edged.offload.prepare import WHOLE, crop_region, prepare
 from edged.offload.protocol import crop_to_frame
-from edged.settings import load_settings
 from edged.types import Detection, Pose
 from tests.helpers.vision import read_rgb
 

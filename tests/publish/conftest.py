@@ -8,9 +8,9 @@ from typing import Any
 
 import pytest
 
+from edged.config.settings import MqttSettings
 from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
-from edged.settings import MqttSettings
 from tests.helpers.broker import RunningBroker
 from tests.helpers.outbox_child import DEVICE, RoomyBroker
 

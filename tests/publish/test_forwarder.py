@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from edged.broker import free_port
+from edged.demo.broker import free_port
 from edged.publish.forwarder import Forwarder
 from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox

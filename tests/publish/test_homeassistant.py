@@ -19,9 +19,9 @@ from typing import Any
 import paho.mqtt.publish as publish
 import pytest
 
+from edged.config.settings import load_settings
 from edged.publish.homeassistant import Discovery
 from edged.publish.topics import Topics
-from edged.settings import load_settings
 from tests.helpers.broker import RunningBroker, Subscriber, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
 from tests.publish.ha_schema import available, binary_state, problems, render, render_command

@@ -8,10 +8,10 @@ from typing import Any
 
 import pytest
 
+from edged.config.settings import Settings, ZoneSettings
 from edged.control.commands import SetThreshold, parse
 from edged.publish.homeassistant import Discovery, expire_after_s, sound_labels, zone_names
 from edged.publish.topics import Topics
-from edged.settings import Settings, ZoneSettings
 from tests.publish.ha_schema import problems, render, render_command
 
 CONTROLS = ["ping", "set_enabled", "set_threshold", "snapshot"]

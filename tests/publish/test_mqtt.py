@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from edged.broker import LocalBroker, free_port
+from edged.config.settings import MqttSettings
+from edged.demo.broker import LocalBroker, free_port
 from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import Message
-from edged.settings import MqttSettings
 from tests.helpers.broker import RunningBroker, TlsMaterial, matching
 
 pytestmark = pytest.mark.broker
@@ -217,7 +217,7 @@ def test_killed_process_leaves_offline_will(broker: RunningBroker) -> None:
         f"""
         import time
         from edged.publish.mqtt import MqttClient
-        from edged.settings import MqttSettings
+        from edged.config.settings import MqttSettings
         c = MqttClient(MqttSettings(port={broker.port}, keepalive_s=5), "victim")
         c.start()
         time.sleep(60)

@@ -16,10 +16,10 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
+from edged.config.settings import MqttSettings
 from edged.errors import PublishError
 from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import Message
-from edged.settings import MqttSettings
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
 

@@ -17,11 +17,11 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from edged.broker import free_port
+from edged.config.settings import OutboxSettings
+from edged.demo.broker import free_port
 from edged.errors import PublishError
 from edged.publish.outbox import Outbox
 from edged.publish.payloads import Message
-from edged.settings import OutboxSettings
 from tests.helpers.broker import RunningBroker, Subscriber, matching
 from tests.helpers.disks import fill_up, tmpfs
 from tests.helpers.outbox_child import (

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import pytest
 
-from edged.broker import free_port
+from edged.demo.broker import free_port
 from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox, OutboxStats
 from tests.helpers.broker import Subscriber

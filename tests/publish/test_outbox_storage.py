@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 from structlog.testing import capture_logs
 
-from edged.broker import free_port
+from edged.demo.broker import free_port
 from edged.errors import ConfigError, PublishError
 from edged.publish.outbox import Outbox
 from edged.publish.storage import SEQ_BLOCK, classify

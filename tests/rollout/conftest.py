@@ -16,7 +16,7 @@ import pytest
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
-from edged.check import Preflight
+from edged.daemon.check import Preflight
 from tests.control.conftest import RunningApp, photos_config, start_app, wait_until_serving
 from tests.helpers.broker import RunningBroker, Subscriber
 from tests.helpers.commands import CommandClient

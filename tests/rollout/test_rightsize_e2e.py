@@ -18,7 +18,7 @@ import pytest
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
-from edged.check import Preflight
+from edged.daemon.check import Preflight
 from edged.infer.base import Model
 from tests.rollout.conftest import BASE, StartRollout, docs
 from tests.rollout.doubles import SlowInPipelines

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from edged.settings import Settings
+from edged.config.settings import Settings
 
 
 def config(**pipeline: Any) -> dict[str, Any]:

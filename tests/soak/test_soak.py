@@ -44,7 +44,7 @@ from typing import Any
 import paho.mqtt.client as paho
 import pytest
 
-from edged.broker import free_port
+from edged.demo.broker import free_port
 from tests.helpers.broker import RunningBroker, Subscriber, TlsMaterial, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
 from tests.helpers.outbox_child import RoomyBroker

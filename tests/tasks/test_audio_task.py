@@ -10,10 +10,10 @@ import pytest
 import soundfile
 
 from edged.catalog.resolve import ResolvedModel
+from edged.config.settings import PipelineSettings
 from edged.decode.audio import ScoreSmoother
 from edged.errors import ModelError
 from edged.infer.registry import load_model
-from edged.settings import PipelineSettings
 from edged.tasks import TASKS, build_task
 from edged.tasks.audio import WINDOW, AudioTask, check_labels
 from tests.helpers.yamnet import resolve_yamnet, yamnet_task

@@ -13,14 +13,14 @@ import pytest
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import ResolvedModel, resolve
-from edged.check import Preflight, preflight
+from edged.config.settings import Settings
+from edged.daemon.check import Preflight, preflight
 from edged.decode.pose import COCO_KEYPOINTS
 from edged.errors import ModelError
-from edged.graph import Graph, two_stage_pose
 from edged.infer.base import Model
 from edged.infer.registry import load_model
 from edged.preprocess.image import Letterbox, preprocess
-from edged.settings import Settings
+from edged.runtime.graph import Graph, two_stage_pose
 from edged.tasks import TASKS, VisionTask, build_task
 from edged.tasks.detection import DetectionTask, image_spec
 from edged.tasks.pose import PoseTask, TwoStagePoseTask

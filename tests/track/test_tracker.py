@@ -14,8 +14,8 @@ from hypothesis import strategies as st
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve
+from edged.config.settings import Settings
 from edged.infer.registry import load_model
-from edged.settings import Settings
 from edged.tasks.detection import DetectionTask
 from edged.track import Track, Tracker, TrackEvent, iou
 from edged.types import Box, Detection, Frame

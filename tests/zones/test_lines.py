@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edged.settings import LineSettings
+from edged.config.settings import LineSettings
 from edged.track.tracker import Track
 from edged.zones.lines import LineCrossings
 

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from edged.settings import ZoneSettings
+from edged.config.settings import ZoneSettings
 from edged.track.tracker import Track
 from edged.zones.occupancy import Occupancy
 

@@ -18,8 +18,8 @@ import numpy.typing as npt
 import pytest
 
 from edged.capture.slot import LatestSlot
-from edged.pipeline import Pipeline
-from edged.settings import PipelineSettings
+from edged.config.settings import PipelineSettings
+from edged.runtime.video import Pipeline
 from edged.tasks import VisionResult
 from edged.tasks.detection import DetectionTask
 from edged.types import Detection, Frame

@@ -30,7 +30,7 @@ from typing import Any
 import pytest
 from pydantic import TypeAdapter
 
-from edged.broker import LocalBroker
+from edged.demo.broker import LocalBroker
 from edged.publish.payloads import EventResult, ZoneCount, ZoneOccupancy, ZoneState
 from edged.zones.geometry import anchor_point, contains
 from tests.helpers.broker import RunningBroker, _running, matching

@@ -6,9 +6,9 @@ from typing import Any
 
 import pytest
 
+from edged.config.settings import Settings, load_settings
 from edged.errors import ConfigError
 from edged.publish.topics import Topics
-from edged.settings import Settings, load_settings
 
 ZONE = {"name": "drive", "polygon": [[0.1, 0.5], [0.9, 0.5], [0.9, 1.0], [0.1, 1.0]]}
 

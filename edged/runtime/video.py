@@ -19,12 +19,12 @@ from typing import TYPE_CHECKING
 import structlog
 
 from edged.capture.slot import LatestSlot
+from edged.config.settings import PipelineSettings
 from edged.events.fall import FallWatch
 from edged.events.onoff import EmitNote, EventNote
 from edged.gate.motion import MotionGate
-from edged.policy import PublishPolicy
-from edged.settings import PipelineSettings
-from edged.stages import StageFailures, StageHealth, task_stage
+from edged.runtime.policy import PublishPolicy
+from edged.runtime.stages import StageFailures, StageHealth, task_stage
 from edged.tasks import VisionResult, VisionTask
 from edged.track.tracker import Track, Tracker, TrackEvent
 from edged.types import Detection, Frame, Pose
@@ -32,7 +32,7 @@ from edged.zones.stage import ZoneStage, ZoneUpdate
 
 if TYPE_CHECKING:
     from edged.events.recorder import EventRecorder
-    from edged.offload.policy import OffloadGate
+    from edged.offload.gate import OffloadGate
 
 log = structlog.get_logger(__name__)
 
@@ -137,7 +137,7 @@ class Pipeline(StageHealth):
         self._done_mono: deque[float] = deque(maxlen=64)
         self.processed = 0
         self.published = 0
-        #: Every stage failure, counted by stage; the thread goes on (see edged.stages).
+        #: Every stage failure, counted by stage; the thread goes on (see edged.runtime.stages).
         self.failures = StageFailures()
         self.status = "starting"
         self.reason = ""
@@ -242,7 +242,7 @@ class Pipeline(StageHealth):
             return
         try:
             self._publish_notes(self.settings.source, self._falls.close())
-        # Counted in failures (edged.stages); the thread is ending anyway.
+        # Counted in failures (edged.runtime.stages); the thread is ending anyway.
         except Exception as exc:  # noqa: BLE001
             self.failures.failed("emit", exc)
 
@@ -267,7 +267,7 @@ class Pipeline(StageHealth):
         floor = self.threshold if self.offload is None else min(self.threshold, self.offload.floor)
         try:
             seen = self._filter(self.task(frame, floor))
-        # A bad frame must not kill the pipeline thread; counted in failures (edged.stages).
+        # A bad frame must not kill the pipeline thread; counted in failures (edged.runtime.stages).
         except Exception as exc:  # noqa: BLE001
             self.failures.failed(task_stage(exc), exc)
             return False
@@ -310,7 +310,7 @@ class Pipeline(StageHealth):
                 if submit is not None and local_id is not None:
                     stage = "offload"
                     submit(frame, local_id)
-        # E.g. emit on a failing outbox: count, go on; counted in failures (edged.stages).
+        # E.g. emit on a failing outbox: count, go on; counted in failures (edged.runtime.stages).
         except Exception as exc:  # noqa: BLE001
             self.failures.failed(stage, exc)
             return True
@@ -382,7 +382,7 @@ class Pipeline(StageHealth):
                 started = time.monotonic()
                 if self._process(frame):
                     frame_seen = frame
-            # Nothing but stop ends this thread; counted in failures (edged.stages).
+            # Nothing but stop ends this thread; counted in failures (edged.runtime.stages).
             except Exception as exc:  # noqa: BLE001
                 self.failures.failed("loop", exc)
                 started = time.monotonic()

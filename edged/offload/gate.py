@@ -27,7 +27,7 @@ from edged.tasks import VisionResult
 from edged.types import Box, Detection, Frame
 
 if TYPE_CHECKING:
-    from edged.pipeline import Pipeline
+    from edged.runtime.video import Pipeline
 
 #: Every decision reason, in the order a frame meets them.
 REASONS: Final = (

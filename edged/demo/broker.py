@@ -122,7 +122,7 @@ class LocalBroker:
 
     def _config(self) -> str:
         lines = [
-            "# Written by edged.broker.LocalBroker; regenerated on every start.",
+            "# Written by edged.demo.broker.LocalBroker; regenerated on every start.",
             f"listener {self.port} {self.host}",
             f"allow_anonymous {'false' if self.users else 'true'}",
             "log_dest stderr",

@@ -24,12 +24,12 @@ import numpy.typing as npt
 import structlog
 
 from edged.capture.audio import ChunkQueue
+from edged.config.settings import PipelineSettings
 from edged.decode.audio import ScoreSmoother
 from edged.events.onoff import EmitNote
 from edged.events.sound import SoundEvents
 from edged.preprocess.audio import Resampler, Windower
-from edged.settings import PipelineSettings
-from edged.stages import StageFailures, StageHealth, task_stage
+from edged.runtime.stages import StageFailures, StageHealth, task_stage
 from edged.tasks.audio import AudioResult, check_labels
 from edged.types import AudioChunk
 
@@ -141,7 +141,7 @@ class AudioPipeline(StageHealth):
         self.processed = 0
         self.skipped = 0
         self.emitted = 0
-        #: Every stage failure, counted by stage; the thread goes on (see edged.stages).
+        #: Every stage failure, counted by stage; the thread goes on (see edged.runtime.stages).
         self.failures = StageFailures()
         self.status = "starting"
         self.reason = ""
@@ -175,7 +175,7 @@ class AudioPipeline(StageHealth):
                     continue
                 self._take(chunk)
                 self._classify_pending()
-            # Nothing but stop ends this thread; counted in failures (edged.stages).
+            # Nothing but stop ends this thread; counted in failures (edged.runtime.stages).
             except Exception as exc:  # noqa: BLE001
                 self.failures.failed("loop", exc)
                 # Whatever was half done is suspect: start the stream afresh.
@@ -205,7 +205,7 @@ class AudioPipeline(StageHealth):
             if self._resampler is None:
                 self._resampler = Resampler(chunk.rate, self.task.rate)
             samples = self._resampler.process(chunk.samples)
-        # A bad chunk is lost, not the thread; counted in failures (edged.stages).
+        # A bad chunk is lost, not the thread; counted in failures (edged.runtime.stages).
         except Exception as exc:  # noqa: BLE001
             self.failures.failed("resample", exc)
             self._safe_reset()
@@ -299,7 +299,7 @@ class AudioPipeline(StageHealth):
             return
         try:
             result = self.task(window, self.settings.top_k, self._allow, self._smoother)
-        # A bad window must not kill the pipeline thread; counted in failures (edged.stages).
+        # A bad window must not kill the pipeline thread; counted in failures (edged.runtime.stages).
         except Exception as exc:  # noqa: BLE001
             self.failures.failed(task_stage(exc), exc)
             return
@@ -310,7 +310,7 @@ class AudioPipeline(StageHealth):
             if result.top_score >= self.threshold:
                 self._emit(self, ts, self.duration_s, result)
                 self.emitted += 1
-        # E.g. emit on a failing outbox: count, go on; counted in failures (edged.stages).
+        # E.g. emit on a failing outbox: count, go on; counted in failures (edged.runtime.stages).
         except Exception as exc:  # noqa: BLE001
             self.failures.failed("emit", exc)
             return
@@ -330,7 +330,7 @@ class AudioPipeline(StageHealth):
             if self._emit_note is not None:
                 for note in notes:
                     self._emit_note(self.name, self.settings.source, note)
-        # Counted in failures (edged.stages); the next window goes on.
+        # Counted in failures (edged.runtime.stages); the next window goes on.
         except Exception as exc:  # noqa: BLE001
             self.failures.failed("events", exc)
             return False

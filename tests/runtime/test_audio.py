@@ -14,12 +14,12 @@ import numpy.typing as npt
 import pytest
 import soundfile
 
-from edged.audio_pipeline import AudioPipeline
 from edged.capture.audio import AudioSource, ChunkQueue
 from edged.capture.audio_factory import open_audio_source
+from edged.config.settings import PipelineSettings, SourceSettings
 from edged.decode.audio import ScoreSmoother
 from edged.errors import ModelError
-from edged.settings import PipelineSettings, SourceSettings
+from edged.runtime.audio import AudioPipeline
 from edged.tasks.audio import WINDOW, AudioResult, AudioTask
 from edged.types import AudioChunk
 from tests.helpers.alsa import virtual_microphone

@@ -31,16 +31,16 @@ from typing import Any, TextIO
 import paho.mqtt.client as mqtt
 from paho.mqtt.enums import CallbackAPIVersion
 
-from edged.app import EX_CONFIG, App
-from edged.broker import LocalBroker
 from edged.catalog.catalog import Artifact, Catalog, load_catalog
 from edged.catalog.fetch import pull, verify
 from edged.catalog.resolve import mirror_dir
-from edged.check import preflight
+from edged.config.settings import Settings, load_settings
+from edged.daemon.app import EX_CONFIG, App
+from edged.daemon.check import preflight
+from edged.demo.broker import LocalBroker
 from edged.errors import EdgedError
 from edged.label.golden import media_dir
 from edged.log import configure_logging
-from edged.settings import Settings, load_settings
 
 #: Sample photos the demo uses, shipped with edged in ``models/media`` (public domain
 #: or CC0; origin and licence in models/media/MEDIA.md), checked by sha256 before use.

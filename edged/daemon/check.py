@@ -26,11 +26,11 @@ from paho.mqtt.reasoncodes import ReasonCode
 from edged.catalog.catalog import Catalog
 from edged.catalog.labels import unknown_label
 from edged.catalog.resolve import ResolvedModel, resolve
+from edged.config.settings import PipelineSettings, Settings, read_secret
 from edged.errors import EdgedError
 from edged.infer.accel import AcceleratorError, cache_dir
 from edged.infer.base import Model
 from edged.infer.registry import load_model
-from edged.settings import PipelineSettings, Settings, read_secret
 from edged.tasks import build_task
 
 Problem = tuple[str, str]

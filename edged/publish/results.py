@@ -23,6 +23,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 import structlog
 
 from edged.catalog.resolve import ResolvedModel
+from edged.config.settings import Settings
 from edged.errors import EdgedError
 from edged.events.onoff import EventNote
 from edged.label.nutrition import published_label
@@ -46,7 +47,6 @@ from edged.publish.payloads import (
     new_id,
     pose_result,
 )
-from edged.settings import Settings
 from edged.tasks import VisionResult
 from edged.tasks.audio import AudioResult
 from edged.track.tracker import TrackEvent
@@ -55,8 +55,8 @@ from edged.zones.stage import ZoneUpdate
 
 if TYPE_CHECKING:
     from edged.events.recorder import EventRecorder
-    from edged.graph import Graph
     from edged.publish.outbox import Outbox
+    from edged.runtime.graph import Graph
 
 log = structlog.get_logger(__name__)
 

@@ -6,8 +6,8 @@ from typing import Any, get_args
 
 import pytest
 
+from edged.config.settings import TASK_SOURCE_KINDS, SourceKind, load_settings
 from edged.errors import ConfigError
-from edged.settings import TASK_SOURCE_KINDS, SourceKind, load_settings
 
 VIDEO = ("picamera2", "v4l2", "stream", "file", "images")
 AUDIO = ("microphone", "wav")

@@ -17,13 +17,13 @@ from typing import Any
 import pytest
 from structlog.testing import capture_logs
 
-from edged.audio_pipeline import AudioPipeline
 from edged.capture.audio_factory import open_audio_source
 from edged.capture.slot import LatestSlot
+from edged.config.settings import PipelineSettings, SourceSettings
 from edged.errors import DecodeError
-from edged.pipeline import Pipeline
-from edged.settings import PipelineSettings, SourceSettings
-from edged.stages import RECOVER_AFTER
+from edged.runtime.audio import AudioPipeline
+from edged.runtime.stages import RECOVER_AFTER
+from edged.runtime.video import Pipeline
 from edged.tasks import VisionResult
 from edged.tasks.detection import DetectionTask
 from edged.types import Frame

@@ -13,7 +13,7 @@ from typing import Any
 from pydantic import BaseModel
 from pydantic.fields import FieldInfo
 
-from edged.settings import (
+from edged.config.settings import (
     CommandsSettings,
     EventsSettings,
     FallSettings,
@@ -75,7 +75,7 @@ def _default(info: FieldInfo) -> str:
 def bounds(info: FieldInfo) -> tuple[float | None, float | None]:
     """The inclusive ``(min, max)`` a numeric key accepts (None: no bound that side).
 
-    Every numeric key has both (tests/test_settings.py checks), written as
+    Every numeric key has both (tests/config/test_settings.py checks), written as
     ``ge``/``le``; an exclusive ``gt``/``lt`` is reported as its own value.
     """
     low: float | None = None

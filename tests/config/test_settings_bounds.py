@@ -16,9 +16,9 @@ from typing import Any
 import pytest
 
 from edged.__main__ import main
-from edged.config_doc import bounds, reference_markdown
+from edged.config.reference import bounds, reference_markdown
+from edged.config.settings import load_settings
 from edged.errors import ConfigError
-from edged.settings import load_settings
 from tests.helpers.daemon import write_config
 from tests.helpers.settings_keys import NumericKey, numeric_keys
 

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from edged.config.settings import Settings, load_settings, read_secret
 from edged.errors import ConfigError
-from edged.settings import Settings, load_settings, read_secret
 from tests.helpers.bad_configs import KINDS, make_bad
 
 GOOD = """

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from edged.policy import PublishPolicy
+from edged.runtime.policy import PublishPolicy
 from edged.types import Detection
 
 PERSON = Detection("person", 0, 0.9, (0.1, 0.1, 0.5, 0.9))

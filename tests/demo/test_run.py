@@ -23,7 +23,7 @@ import pytest
 import tomli_w
 
 from edged.catalog.catalog import data_dir, default_catalog_path
-from edged.demo import (
+from edged.demo.run import (
     DEMO_MODELS,
     DEMO_PHOTOS,
     DEMO_SOUND,
@@ -33,7 +33,7 @@ from edged.demo import (
 )
 from edged.label.golden import golden_dir, load_golden
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parents[2]
 MEDIA = REPO / "models" / "media"
 
 

@@ -28,26 +28,26 @@ from types import FrameType
 import structlog
 
 from edged import __version__
-from edged.audio_pipeline import AudioPipeline
 from edged.catalog.catalog import load_catalog
-from edged.check import Preflight, preflight
+from edged.config.settings import Settings, load_settings, read_secret
 from edged.control import ControlPlane
+from edged.daemon.check import Preflight, preflight
+from edged.daemon.notify import Notifier, watchdog_interval_s
 from edged.errors import CatalogError, ConfigError, EdgedError
 from edged.events.onoff import EventNote
 from edged.events.recorder import EventRecorder
-from edged.graph import Graph
 from edged.log import configure_logging
-from edged.notify import Notifier, watchdog_interval_s
 from edged.offload.service import Offload
-from edged.pipeline import Pipeline
 from edged.publish.homeassistant import discovery_wanted, discovery_with_removals
 from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
 from edged.publish.payloads import OutboxState, PipelineState, SourceState, State, iso_utc
-from edged.results import ResultPublisher
+from edged.publish.results import ResultPublisher
 from edged.rollout.manager import RolloutManager
+from edged.runtime.audio import AudioPipeline
+from edged.runtime.graph import Graph
+from edged.runtime.video import Pipeline
 from edged.sched import background
-from edged.settings import Settings, load_settings, read_secret
 from edged.tasks import VisionResult
 from edged.tasks.audio import AudioResult
 from edged.track.tracker import TrackEvent

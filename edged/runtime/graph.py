@@ -15,16 +15,16 @@ from typing import TYPE_CHECKING, Protocol, cast
 
 import structlog
 
-from edged.audio_pipeline import AudioEmit, AudioPipeline, AudioTaskLike
 from edged.capture.audio import AudioSource
 from edged.capture.audio_factory import open_audio_source
 from edged.capture.base import VideoSource
 from edged.capture.factory import open_video_source
-from edged.check import Preflight
+from edged.config.settings import PipelineSettings, Settings
+from edged.daemon.check import Preflight
 from edged.events.onoff import EmitNote
-from edged.pipeline import Emit, EmitEvents, Pipeline
+from edged.runtime.audio import AudioEmit, AudioPipeline, AudioTaskLike
+from edged.runtime.video import Emit, EmitEvents, Pipeline
 from edged.sched import fills_every_core
-from edged.settings import PipelineSettings, Settings
 from edged.tasks import VisionTask, build_task
 from edged.tasks.detection import DetectionTask
 from edged.tasks.pose import PoseTask, TwoStagePoseTask

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from edged.notify import Notifier, watchdog_interval_s
+from edged.daemon.notify import Notifier, watchdog_interval_s
 
 
 @pytest.fixture

@@ -8,11 +8,11 @@ from typing import Any
 import pytest
 
 from edged.catalog.catalog import load_catalog
-from edged.check import preflight
-from edged.graph import Graph
-from edged.pipeline import Pipeline
+from edged.config.settings import load_settings
+from edged.daemon.check import preflight
+from edged.runtime.graph import Graph
+from edged.runtime.video import Pipeline
 from edged.sched import usable_cores
-from edged.settings import load_settings
 from tests.helpers.daemon import base_config, write_config
 
 

@@ -14,8 +14,8 @@ from pathlib import Path
 
 from hypothesis import HealthCheck, given, settings
 
+from edged.config.settings import Settings, load_settings
 from edged.errors import ConfigError
-from edged.settings import Settings, load_settings
 from tests.helpers.config_fuzz import ConfigFile, config_files
 
 CASES = 1_000

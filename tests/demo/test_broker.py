@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 from paho.mqtt import publish
 
-from edged.broker import LocalBroker
+from edged.demo.broker import LocalBroker
 from edged.errors import BrokerError
 from tests.helpers.broker import Subscriber, matching
 

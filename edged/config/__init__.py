@@ -1,0 +1,1 @@
+"""Configuration: the settings models and the reference generated from them."""

@@ -1,0 +1,1 @@
+"""The daemon process: wiring of the stages (App), pre-flight checks, sd_notify."""

@@ -1,0 +1,1 @@
+"""``edged demo``: the daemon on sample media, with a local broker of its own."""
