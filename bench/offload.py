@@ -48,8 +48,8 @@ from edged.config.settings import OffloadSettings
 from edged.demo.broker import LocalBroker, free_port
 from edged.log import configure_logging
 from edged.offload.client import CloudClient, CloudError
-from edged.offload.prepare import WHOLE, prepare
 from edged.offload.protocol import DetectRequest, FrameSize
+from edged.preprocess.jpeg import WHOLE, prepare
 
 # The tests' TLS helper: a CA and a server certificate for 127.0.0.1, made with openssl.
 from tests.helpers.broker import make_tls_material

@@ -8,10 +8,12 @@ allocate, which is what lets one capture feed many pipelines without a copy.
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
+from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
+from pydantic import JsonValue
 
 #: Normalized ``[x_min, y_min, x_max, y_max]`` in the original frame, each in [0, 1].
 Box = tuple[float, float, float, float]
@@ -92,3 +94,33 @@ class AudioClass:
     label: str
     class_id: int
     score: float
+
+
+@dataclass(frozen=True, slots=True)
+class Change:
+    """A phase of an episode, with times in the caller's clock (epoch seconds)."""
+
+    phase: Literal["start", "update", "end"]
+    event_id: str
+    start: float
+    #: End of the last observation that was on (end phase only).
+    end: float | None
+    #: Time of the observation that caused this change.
+    ts: float
+    score: float
+    top_score: float
+
+
+@dataclass(frozen=True, slots=True)
+class EventNote:
+    """One phase of a sound or fall event, as a pipeline hands it to the publisher."""
+
+    type: Literal["sound", "fall"]
+    label: str
+    change: Change
+    track_id: int | None = None
+    box: Box | None = None
+    data: dict[str, JsonValue] = field(default_factory=dict)
+    #: A clip on the device (end phase only), and its length in seconds.
+    clip: str | None = None
+    clip_s: float | None = None

@@ -35,14 +35,52 @@ from pydantic_settings import (
 )
 
 from edged.errors import ConfigError
-from edged.infer import accel
-from edged.zones.geometry import Anchor, polygon_problem
+from edged.geometry import Anchor, polygon_problem
 
 DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
 
 # MQTT topic segments and names that become topic segments must not contain
 # wildcards, separators or control characters (README "MQTT topics and payloads").
 _BAD_SEGMENT = re.compile(r"[+#/\x00-\x1f\x7f]")
+
+
+#: Every value ``[[pipelines]] accelerator`` takes (``openvino`` may carry a device type).
+ACCELERATORS = ("auto", "cpu", "cuda", "tensorrt", "openvino", "xnnpack", "edgetpu")
+
+#: ``openvino:GPU``, ``openvino:GPU.1``, ``openvino:NPU``, ``openvino:AUTO:GPU,CPU``:
+#: OpenVINO's device_type strings (ORT ignores a device it does not know, so
+#: only these forms are accepted).
+_ACCELERATOR = re.compile(
+    r"^(?:auto|cpu|cuda|tensorrt|xnnpack|edgetpu|"
+    r"openvino(?::(?:CPU|GPU(?:\.\d+)?|NPU|(?:AUTO|HETERO|MULTI):[A-Z0-9.,]+))?)$"
+)
+
+
+def valid_accelerator(name: str) -> bool:
+    """True for a value ``accelerator`` accepts (:mod:`edged.infer.accel` says what each is)."""
+    return _ACCELERATOR.match(name) is not None
+
+
+#: ``METRIC OP NUMBER``, as ``require`` and ``edged models select`` read a requirement.
+_REQUIREMENT = re.compile(
+    r"^\s*(?P<metric>[a-z_][a-z_0-9]*(?:\([^()]+\))?)\s*(?P<op>>=|<=|==|>|<)\s*"
+    r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
+)
+
+
+def parse_requirement(text: str) -> tuple[str, str, float]:
+    """``recall(person)>=0.9`` → ``("recall(person)", ">=", 0.9)``; ValueError otherwise.
+
+    The grammar of :class:`edged.label.select.Requirement`, kept here so that
+    settings validate ``require`` without importing the labels (docs/architecture.md).
+    """
+    m = _REQUIREMENT.match(text)
+    if m is None:
+        raise ValueError(
+            f"cannot read requirement {text!r}: write METRIC OP NUMBER, "
+            "e.g. 'recall(person)>=0.9' or 'p95_ms<=50'"
+        )
+    return m["metric"], m["op"], float(m["value"])
 
 
 def check_segment(value: str) -> str:
@@ -375,7 +413,7 @@ class FallSettings(_Section):
 #: A normalized point ``[x, y]``, ``x`` to the right and ``y`` down, each in [0, 1]
 #: (checked by the polygon and line validators, which name the point).
 NormPoint = tuple[float, float]
-#: Where on its box an object is (``edged.zones.geometry.Anchor``).
+#: Where on its box an object is (``edged.geometry.Anchor``).
 AnchorName = Anchor
 
 
@@ -612,21 +650,15 @@ class PipelineSettings(_Section):
     @field_validator("require")
     @classmethod
     def _require_ok(cls, v: list[str]) -> list[str]:
-        # The parser of `edged models select`, imported here: labels import settings.
-        from edged.label.select import Requirement, SelectError  # noqa: PLC0415
-
         for text in v:
-            try:
-                Requirement.parse(text)
-            except SelectError as exc:
-                raise ValueError(str(exc)) from None
+            parse_requirement(text)
         return v
 
     @field_validator("accelerator")
     @classmethod
     def _accelerator_ok(cls, v: str) -> str:
-        if not accel.valid(v):
-            raise ValueError(f"unknown accelerator {v!r}; one of: {', '.join(accel.NAMES)}")
+        if not valid_accelerator(v):
+            raise ValueError(f"unknown accelerator {v!r}; one of: {', '.join(ACCELERATORS)}")
         return v
 
     @model_validator(mode="after")

@@ -60,6 +60,7 @@ import structlog
 from edged.config.settings import READ_ONLY_COMMANDS, check_segment
 from edged.control.commands import COMMANDS, Command, encode_reply, parse, show
 from edged.errors import CommandError, PublishError
+from edged.log import BurstLog
 from edged.publish.mqtt import MqttClient, RequestProperties, show_topic
 from edged.sched import background
 
@@ -101,25 +102,6 @@ class CommandCounters:
     busy: int = 0
     #: Refused because ``[commands] allow`` does not list the command.
     not_allowed: int = 0
-
-
-class BurstLog:
-    """Logs an event at most once per ``every_s``, with how often it happened since (one thread)."""
-
-    def __init__(self, event: str, *, every_s: float = _REFUSAL_LOG_EVERY_S) -> None:
-        self._event = event
-        self._every_s = every_s
-        self._count = 0
-        self._last = -every_s
-
-    def note(self, **fields: Any) -> None:
-        """Count one occurrence; log it (a warning) when the last line is ``every_s`` old."""
-        self._count += 1
-        now = time.monotonic()
-        if now - self._last >= self._every_s:
-            self._last = now
-            log.warning(self._event, **fields, count_since_last_log=self._count)
-            self._count = 0
 
 
 def claimed_client_id(request: Request) -> str | None:

@@ -34,7 +34,6 @@ from edged.control import ControlPlane
 from edged.daemon.check import Preflight, preflight
 from edged.daemon.notify import Notifier, watchdog_interval_s
 from edged.errors import CatalogError, ConfigError, EdgedError
-from edged.events.onoff import EventNote
 from edged.events.recorder import EventRecorder
 from edged.log import configure_logging
 from edged.offload.service import Offload
@@ -51,7 +50,7 @@ from edged.sched import background
 from edged.tasks import VisionResult
 from edged.tasks.audio import AudioResult
 from edged.track.tracker import TrackEvent
-from edged.types import Frame
+from edged.types import EventNote, Frame
 from edged.zones.stage import ZoneUpdate
 
 log = structlog.get_logger(__name__)

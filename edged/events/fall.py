@@ -24,8 +24,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from edged.config.settings import FallSettings
-from edged.events.onoff import Change, Episode, EventNote
-from edged.types import Keypoint, Pose
+from edged.events.onoff import Episode
+from edged.types import Change, EventNote, Keypoint, Pose
 
 _SHOULDERS = ("left_shoulder", "right_shoulder")
 _HIPS = ("left_hip", "right_hip")

@@ -9,44 +9,10 @@ carrying one ``event_id``.
 from __future__ import annotations
 
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from typing import Literal
 
-from pydantic import JsonValue
-
 from edged.publish.payloads import new_id
-from edged.types import Box
-
-
-@dataclass(frozen=True, slots=True)
-class Change:
-    """A phase of an episode, with times in the caller's clock (epoch seconds)."""
-
-    phase: Literal["start", "update", "end"]
-    event_id: str
-    start: float
-    #: End of the last observation that was on (end phase only).
-    end: float | None
-    #: Time of the observation that caused this change.
-    ts: float
-    score: float
-    top_score: float
-
-
-@dataclass(frozen=True, slots=True)
-class EventNote:
-    """One phase of a sound or fall event, as a pipeline hands it to the publisher."""
-
-    type: Literal["sound", "fall"]
-    label: str
-    change: Change
-    track_id: int | None = None
-    box: Box | None = None
-    data: dict[str, JsonValue] = field(default_factory=dict)
-    #: A clip on the device (end phase only), and its length in seconds.
-    clip: str | None = None
-    clip_s: float | None = None
-
+from edged.types import Change, EventNote
 
 #: Called as ``emit_note(pipeline_name, source_name, note)``.
 EmitNote = Callable[[str, str, EventNote], None]

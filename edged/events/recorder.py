@@ -31,9 +31,9 @@ from edged.config.settings import EventsSettings
 from edged.events.clips import RING_SLACK_S, Decimator, FrameRing, Recording, choose_encoder
 from edged.events.snapshots import Best, BestFrames, write_snapshots
 from edged.events.store import EventStore
-from edged.offload.prepare import WHOLE, prepare
+from edged.log import StageFailures
+from edged.preprocess.jpeg import WHOLE, prepare
 from edged.publish.payloads import EventMedia, EventResult
-from edged.runtime.stages import StageFailures
 from edged.track.tracker import Track
 from edged.types import Frame
 

@@ -16,7 +16,7 @@ import numpy as np
 import numpy.typing as npt
 
 from edged.events.store import EventStore
-from edged.offload.prepare import WHOLE, crop_region, prepare
+from edged.preprocess.jpeg import WHOLE, crop_region, prepare
 from edged.track.tracker import Track
 from edged.types import Box, Frame
 

@@ -20,8 +20,9 @@ import numpy.typing as npt
 import structlog
 
 from edged.config.settings import GATE_OFF_DBFS, SoundEventSettings
-from edged.events.onoff import Change, Episode, EventNote
+from edged.events.onoff import Episode
 from edged.tasks.audio import check_labels
+from edged.types import Change, EventNote
 
 log = structlog.get_logger(__name__)
 

@@ -23,7 +23,7 @@ from typing import Any, Final, Literal
 
 import structlog
 
-from edged.control.router import BurstLog
+from edged.log import BurstLog
 
 log = structlog.get_logger(__name__)
 

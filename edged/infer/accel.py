@@ -31,23 +31,12 @@ from __future__ import annotations
 
 import ctypes
 import importlib
-import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from edged.config.settings import ACCELERATORS, valid_accelerator
 from edged.errors import ModelError
-
-#: Every value ``[[pipelines]] accelerator`` takes (``openvino`` may carry a device type).
-NAMES = ("auto", "cpu", "cuda", "tensorrt", "openvino", "xnnpack", "edgetpu")
-
-#: ``openvino:GPU``, ``openvino:GPU.1``, ``openvino:NPU``, ``openvino:AUTO:GPU,CPU``:
-#: OpenVINO's device_type strings (ORT ignores a device it does not know, so
-#: only these forms are accepted).
-_PATTERN = re.compile(
-    r"^(?:auto|cpu|cuda|tensorrt|xnnpack|edgetpu|"
-    r"openvino(?::(?:CPU|GPU(?:\.\d+)?|NPU|(?:AUTO|HETERO|MULTI):[A-Z0-9.,]+))?)$"
-)
 
 #: Per runtime, the accelerators it can use, best first (the order ``auto`` tries).
 BY_RUNTIME: dict[str, tuple[str, ...]] = {
@@ -103,15 +92,10 @@ class Choice:
         return f"{self.name}:{self.option}" if self.option else self.name
 
 
-def valid(name: str) -> bool:
-    """True for a value ``accelerator`` accepts."""
-    return _PATTERN.match(name) is not None
-
-
 def parse(name: str) -> Choice:
     """``openvino:GPU`` → Choice("openvino", "GPU"); ModelError for an unknown name."""
-    if not valid(name):
-        raise ModelError(f"unknown accelerator {name!r} (known: {', '.join(NAMES)})")
+    if not valid_accelerator(name):
+        raise ModelError(f"unknown accelerator {name!r} (known: {', '.join(ACCELERATORS)})")
     base, _, option = name.partition(":")
     return Choice(base, option)
 

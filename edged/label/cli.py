@@ -17,7 +17,7 @@ from typing import Any, TypeVar
 
 from edged.catalog.catalog import Catalog, CatalogEntry
 from edged.catalog.fetch import verify
-from edged.config.settings import Settings
+from edged.config.settings import ACCELERATORS, Settings, valid_accelerator
 from edged.errors import ConfigError, EdgedError
 from edged.label.nutrition import (
     NutritionLabel,
@@ -478,10 +478,8 @@ def cmd_report(args: argparse.Namespace, loader: Loader) -> int:
 
 
 def _accelerator_arg(value: str) -> str:
-    from edged.infer import accel  # noqa: PLC0415
-
-    if not accel.valid(value):
-        raise argparse.ArgumentTypeError(f"one of: {', '.join(accel.NAMES)}")
+    if not valid_accelerator(value):
+        raise argparse.ArgumentTypeError(f"one of: {', '.join(ACCELERATORS)}")
     return value
 
 

@@ -21,13 +21,13 @@ from __future__ import annotations
 
 import operator
 import os
-import re
 import tempfile
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Literal
 
+from edged.config.settings import parse_requirement
 from edged.errors import EdgedError
 from edged.label.nutrition import NutritionLabel
 
@@ -43,10 +43,6 @@ _OPS: dict[str, Callable[[float, float], bool]] = {
     "<": operator.lt,
     "==": operator.eq,
 }
-_REQUIREMENT = re.compile(
-    r"^\s*(?P<metric>[a-z_][a-z_0-9]*(?:\([^()]+\))?)\s*(?P<op>>=|<=|==|>|<)\s*"
-    r"(?P<value>[-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)\s*$"
-)
 
 
 @dataclass(frozen=True, slots=True)
@@ -60,13 +56,11 @@ class Requirement:
     @classmethod
     def parse(cls, text: str) -> Requirement:
         """Parse ``METRIC OP NUMBER``; SelectError naming the expected form otherwise."""
-        m = _REQUIREMENT.match(text)
-        if m is None:
-            raise SelectError(
-                f"cannot read requirement {text!r}: write METRIC OP NUMBER, "
-                "e.g. 'recall(person)>=0.9' or 'p95_ms<=50'"
-            )
-        return cls(m["metric"], m["op"], float(m["value"]))
+        try:
+            metric, op, value = parse_requirement(text)
+        except ValueError as exc:
+            raise SelectError(str(exc)) from None
+        return cls(metric, op, value)
 
     def __str__(self) -> str:
         # Exactly what parse() reads back: a bar printed with 6 digits and

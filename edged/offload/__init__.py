@@ -6,7 +6,7 @@ Read in the order of the data flow:
   (uncertainty band, link gate, budget) and the counters by reason;
 - :mod:`~edged.offload.link` — the link monitor (health probe, RTT, metered);
 - :mod:`~edged.offload.budget` — frames per minute and bytes per day;
-- :mod:`~edged.offload.prepare` — crop, downscale, JPEG;
+- :mod:`~edged.preprocess.jpeg` — crop, downscale, JPEG (shared with event snapshots);
 - :mod:`~edged.offload.worker` — bounded queue, sends, retries;
 - :mod:`~edged.offload.client` — HTTPS with every bound a hostile server needs;
 - :mod:`~edged.offload.protocol` — the JSON the device and the cloud exchange;

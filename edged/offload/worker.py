@@ -25,8 +25,8 @@ from edged.offload.budget import DailyBytes
 from edged.offload.client import CloudClient, CloudError
 from edged.offload.gate import Counters, Job
 from edged.offload.link import LinkMonitor
-from edged.offload.prepare import WHOLE, crop_region, prepare
 from edged.offload.protocol import DetectRequest, DetectResponse, FrameSize
+from edged.preprocess.jpeg import WHOLE, crop_region, prepare
 from edged.sched import background
 
 log = structlog.get_logger(__name__)

@@ -25,7 +25,6 @@ import structlog
 from edged.catalog.resolve import ResolvedModel
 from edged.config.settings import Settings
 from edged.errors import EdgedError
-from edged.events.onoff import EventNote
 from edged.label.nutrition import published_label
 from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import (
@@ -50,7 +49,7 @@ from edged.publish.payloads import (
 from edged.tasks import VisionResult
 from edged.tasks.audio import AudioResult
 from edged.track.tracker import TrackEvent
-from edged.types import Detection, Frame, Pose
+from edged.types import Detection, EventNote, Frame, Pose
 from edged.zones.stage import ZoneUpdate
 
 if TYPE_CHECKING:

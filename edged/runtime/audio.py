@@ -28,8 +28,9 @@ from edged.config.settings import PipelineSettings
 from edged.decode.audio import ScoreSmoother
 from edged.events.onoff import EmitNote
 from edged.events.sound import SoundEvents
+from edged.log import StageFailures
 from edged.preprocess.audio import Resampler, Windower
-from edged.runtime.stages import StageFailures, StageHealth, task_stage
+from edged.runtime.stages import StageHealth, task_stage
 from edged.tasks.audio import AudioResult, check_labels
 from edged.types import AudioChunk
 

@@ -21,13 +21,14 @@ import structlog
 from edged.capture.slot import LatestSlot
 from edged.config.settings import PipelineSettings
 from edged.events.fall import FallWatch
-from edged.events.onoff import EmitNote, EventNote
+from edged.events.onoff import EmitNote
 from edged.gate.motion import MotionGate
+from edged.log import StageFailures
 from edged.runtime.policy import PublishPolicy
-from edged.runtime.stages import StageFailures, StageHealth, task_stage
+from edged.runtime.stages import StageHealth, task_stage
 from edged.tasks import VisionResult, VisionTask
 from edged.track.tracker import Track, Tracker, TrackEvent
-from edged.types import Detection, Frame, Pose
+from edged.types import Detection, EventNote, Frame, Pose
 from edged.zones.stage import ZoneStage, ZoneUpdate
 
 if TYPE_CHECKING:

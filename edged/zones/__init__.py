@@ -1,5 +1,5 @@
 """Zones, masks and line crossings of a detection pipeline (README "Zones").
 
-Kept free of imports at package level: :mod:`edged.config.settings` uses
-:mod:`edged.zones.geometry` to validate polygons.
+The plane geometry they use is :mod:`edged.geometry`, at the root, because
+:mod:`edged.config.settings` validates polygons with it (docs/architecture.md).
 """

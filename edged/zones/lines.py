@@ -6,7 +6,7 @@ them passes through the segment a-b itself (an object walking around the
 end of a tripwire does not cross it). An anchor exactly on the line keeps
 the last side it was seen on, so resting on the line and stepping back is
 no crossing. Sides are named as seen standing at ``a`` looking toward ``b``
-(:func:`edged.zones.geometry.cross`).
+(:func:`edged.geometry.cross`).
 """
 
 from __future__ import annotations
@@ -16,8 +16,8 @@ from dataclasses import dataclass
 from typing import Literal
 
 from edged.config.settings import LineSettings
+from edged.geometry import Point, Side, anchor_point, segments_intersect, side
 from edged.track.tracker import Track
-from edged.zones.geometry import Point, Side, anchor_point, segments_intersect, side
 
 Direction = Literal["left_to_right", "right_to_left"]
 

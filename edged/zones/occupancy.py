@@ -21,8 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 from edged.config.settings import ZoneSettings
+from edged.geometry import anchor_point, contains
 from edged.track.tracker import Track
-from edged.zones.geometry import anchor_point, contains
 
 
 @dataclass(frozen=True, slots=True)

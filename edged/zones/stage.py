@@ -7,10 +7,10 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 from edged.config.settings import PipelineSettings
+from edged.geometry import anchor_point, contains
 from edged.tasks import VisionResult
 from edged.track.tracker import Track
 from edged.types import Detection
-from edged.zones.geometry import anchor_point, contains
 from edged.zones.lines import Crossing, LineCrossings
 from edged.zones.occupancy import Occupancy, ZoneCounts
 

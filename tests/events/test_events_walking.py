@@ -26,7 +26,7 @@ import numpy as np
 import pytest
 
 from edged.demo.broker import LocalBroker
-from edged.offload.prepare import _pixels, crop_region
+from edged.preprocess.jpeg import _pixels, crop_region
 from edged.publish.payloads import EventResult
 from tests.helpers.broker import RunningBroker, _running, matching
 from tests.helpers.commands import CommandClient

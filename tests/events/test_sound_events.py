@@ -31,11 +31,11 @@ import pytest
 from edged.capture.audio_factory import open_audio_source
 from edged.config.settings import PipelineSettings, SourceSettings, load_settings
 from edged.errors import ConfigError, ModelError
-from edged.events.onoff import EventNote
 from edged.events.sound import SampleRing, dbfs, write_wav_clip
 from edged.publish.payloads import EventResult
 from edged.runtime.audio import AudioPipeline
 from edged.tasks.audio import AudioTask
+from edged.types import EventNote
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
 from tests.helpers.yamnet import yamnet_task

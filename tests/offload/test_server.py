@@ -14,8 +14,8 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
-from edged.offload.prepare import WHOLE, crop_region, prepare
 from edged.offload.protocol import DetectRequest, DetectResponse, FrameSize
+from edged.preprocess.jpeg import WHOLE, crop_region, prepare
 from edged.types import Box
 from tests.helpers.broker import TlsMaterial
 from tests.helpers.vision import iou, read_rgb

@@ -14,8 +14,8 @@ from edged.errors import ConfigError
 from edged.offload.budget import DailyBytes, TokenBucket
 from edged.offload.gate import REASONS, Counters, uncertain_boxes
 from edged.offload.link import Link
-from edged.offload.prepare import WHOLE, crop_region, prepare
 from edged.offload.protocol import crop_to_frame
+from edged.preprocess.jpeg import WHOLE, crop_region, prepare
 from edged.types import Detection, Pose
 from tests.helpers.vision import read_rgb
 

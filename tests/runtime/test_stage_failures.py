@@ -21,8 +21,8 @@ from edged.capture.audio_factory import open_audio_source
 from edged.capture.slot import LatestSlot
 from edged.config.settings import PipelineSettings, SourceSettings
 from edged.errors import DecodeError
+from edged.log import RECOVER_AFTER
 from edged.runtime.audio import AudioPipeline
-from edged.runtime.stages import RECOVER_AFTER
 from edged.runtime.video import Pipeline
 from edged.tasks import VisionResult
 from edged.tasks.detection import DetectionTask

@@ -31,8 +31,8 @@ import pytest
 from pydantic import TypeAdapter
 
 from edged.demo.broker import LocalBroker
+from edged.geometry import anchor_point, contains
 from edged.publish.payloads import EventResult, ZoneCount, ZoneOccupancy, ZoneState
-from edged.zones.geometry import anchor_point, contains
 from tests.helpers.broker import RunningBroker, _running, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
 

@@ -8,7 +8,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from edged.zones.geometry import (
+from edged.geometry import (
     anchor_point,
     area,
     contains,

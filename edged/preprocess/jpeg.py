@@ -1,9 +1,10 @@
-"""Frame preparation: crop to what the local model was unsure about, downscale, JPEG.
+"""Frame preparation: crop to a region, downscale, JPEG — the project's one JPEG encoder.
 
-Runs in the offload worker, never in a pipeline thread: encoding a JPEG costs
-a few milliseconds a local inference should not wait for. The crop is snapped
-to whole pixels and the box actually sent is the snapped one, so the cloud's
-boxes map back onto the original frame exactly.
+Offload sends the part of a frame the local model was unsure about (in its
+worker, never in a pipeline thread: encoding a JPEG costs a few milliseconds a
+local inference should not wait for); events keep snapshots and clip frames.
+The crop is snapped to whole pixels and the box actually sent is the snapped
+one, so the cloud's boxes map back onto the original frame exactly.
 """
 
 from __future__ import annotations
