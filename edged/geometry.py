@@ -97,7 +97,16 @@ Side = Literal["left", "right"]
 
 
 def side(a: Point, b: Point, p: Point) -> Side | None:
-    """``left`` / ``right`` of the directed line a→b (see :func:`cross`), None on it."""
+    """``left`` / ``right`` of the directed line a→b (see :func:`cross`), None on it.
+
+    Reversing the line swaps the answer exactly: the cross product is always
+    taken from the same end (the smaller point), because rounding makes
+    ``cross(a, b, p)`` and ``-cross(b, a, p)`` differ in sign for points very
+    close to the line, and a crossing must not count in both directions.
+    """
+    if b < a:
+        flipped = side(b, a, p)
+        return None if flipped is None else ("right" if flipped == "left" else "left")
     c = cross(a, b, p)
     if c < 0:
         return "left"
