@@ -340,7 +340,7 @@ class ResultPublisher:
                     resolved, self._runtimes[name], models_dir, self._accelerators[name]
                 )
             except (EdgedError, OSError) as exc:  # a label must never stop the daemon
-                log.warning("label_not_published", model=name, error=str(exc))
+                log.warning("label.not_published", model=name, error=str(exc))
                 continue
             self._mqtt.send(Message(self.topics.label(name), payload, qos=1, retain=True))
         self._labelled = set(current)
