@@ -202,7 +202,7 @@ class VideoSource(SourceLifecycle, ABC):
                 if not self.settings.loop:
                     final = "ended"
                     break
-                self._log.debug("source looping")
+                self._log.debug("source.looping")
         finally:
             self._close_slots()
             if final == "ended":

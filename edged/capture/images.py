@@ -85,7 +85,7 @@ class ImagesSource(VideoSource):
     def _skip(self, path: Path, why: str) -> None:
         if path not in self._bad:
             self._bad.add(path)
-            self._log.warning("image skipped", path=str(path), reason=why)
+            self._log.warning("source.image_skipped", path=str(path), reason=why)
 
     def _close(self) -> None:
         self._files = []

@@ -59,7 +59,7 @@ class SourceLifecycle:
         """Start the capture thread (a daemon: it never holds the process open)."""
         if self._thread is not None:
             raise RuntimeError(f"source {self.name!r} was already started")
-        self._log.info("source starting", uri=display_uri(self.settings.uri))
+        self._log.info("source.starting", uri=display_uri(self.settings.uri))
         self._thread = threading.Thread(target=self._run, name=f"capture-{self.name}", daemon=True)
         self._thread.start()
 
@@ -78,7 +78,7 @@ class SourceLifecycle:
             return True
         self._thread.join(timeout)
         if self._thread.is_alive():
-            self._log.warning("capture thread still blocked in a read", timeout_s=timeout)
+            self._log.warning("source.stop_timed_out", timeout_s=timeout)
             return False
         return True
 
@@ -100,12 +100,12 @@ class SourceLifecycle:
                 return
             self._state, self._reason, self._since = state, reason, time.time()
         if state == "down":
-            self._log.warning("source down", reason=reason, **extra)
+            self._log.warning("source.down", reason=reason, **extra)
         else:
-            self._log.info(f"source {state}", **({"reason": reason} if reason else {}), **extra)
+            self._log.info(f"source.{state}", **({"reason": reason} if reason else {}), **extra)
 
     def _close_quietly(self) -> None:
         try:
             self._close()
         except Exception as exc:  # noqa: BLE001 - a failing release must not mask the cause
-            self._log.debug("error while closing the device", error=repr(exc))
+            self._log.debug("source.close_failed", error=repr(exc))

@@ -150,7 +150,7 @@ def pull_artifact(
     tried: list[str] = []
     if mirror is not None:
         if _from_mirror(artifact, mirror, dest, progress):
-            log.info("model_file_installed", file=artifact.name, origin=f"mirror:{mirror}")
+            log.info("catalog.model_installed", file=artifact.name, origin=f"mirror:{mirror}")
             return Installed(artifact.name, dest, f"mirror:{mirror}")
         tried.append(f"mirror {mirror}: no file {artifact.name}")
     for url in artifact.urls:
@@ -160,7 +160,7 @@ def pull_artifact(
             # Try the next URL: a mirror of the publisher may still have the right file.
             tried.append(f"{url}: {getattr(exc, 'reason', exc)}")
             continue
-        log.info("model_file_installed", file=artifact.name, origin=url)
+        log.info("catalog.model_installed", file=artifact.name, origin=url)
         return Installed(artifact.name, dest, url)
     if not tried:
         tried.append("no mirror configured and the catalog lists no URL")

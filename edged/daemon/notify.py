@@ -38,7 +38,7 @@ class Notifier:
         try:
             self._sock.sendto("\n".join(fields).encode(), self._addr)
         except OSError as exc:
-            log.warning("sd_notify_failed", error=str(exc))
+            log.warning("systemd.notify_failed", error=str(exc))
 
     def ready(self, status: str = "") -> None:
         self.send("READY=1", *([f"STATUS={status}"] if status else []))

@@ -199,13 +199,13 @@ def load_label(
     except FileNotFoundError:
         return None
     except (OSError, ValidationError, ValueError) as exc:
-        log.warning("label_unreadable", path=str(path), error=str(exc).splitlines()[0])
+        log.warning("label.unreadable", path=str(path), error=str(exc).splitlines()[0])
         return None
     if sha256 is not None and label.sha256 != sha256:
-        log.info("label_stale", model=model, label_sha256=label.sha256, file_sha256=sha256)
+        log.info("label.stale", model=model, label_sha256=label.sha256, file_sha256=sha256)
         return None
     if label.accelerator != accelerator:
-        log.warning("label_unreadable", path=str(path), error=f"measured on {label.accelerator}")
+        log.warning("label.unreadable", path=str(path), error=f"measured on {label.accelerator}")
         return None
     return label
 

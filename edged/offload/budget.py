@@ -77,7 +77,7 @@ class DailyBytes:
             return today, 0
         except (OSError, ValueError, KeyError, TypeError) as exc:
             # An unreadable record must not grant a fresh budget silently.
-            log.warning("offload_budget_unreadable", path=str(self.path), error=str(exc))
+            log.warning("offload.budget_unreadable", path=str(self.path), error=str(exc))
             return today, self.limit
         return (day, sent) if day == today else (today, 0)
 
@@ -102,7 +102,7 @@ class DailyBytes:
                 tmp.write_text(json.dumps({"day": self._day, "bytes": self._bytes}))
                 os.replace(tmp, self.path)  # atomic: a crash leaves the old or the new record
             except OSError as exc:
-                log.warning("offload_budget_not_saved", path=str(self.path), error=str(exc))
+                log.warning("offload.budget_not_saved", path=str(self.path), error=str(exc))
 
     @property
     def sent_today(self) -> int:

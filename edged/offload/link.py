@@ -125,7 +125,7 @@ class LinkMonitor:
         while not self._stop.is_set():
             metered = self._read_metered()
             if metered != self.current.metered:
-                log.info("offload_link_metered", metered=metered)
+                log.info("offload.link_metered", metered=metered)
                 with self._lock:
                     c = self.current
                     self._set(Link(c.status, c.rtt_ms, c.reason, metered))
@@ -167,8 +167,10 @@ class LinkMonitor:
             kind = (link.reason or "").split(":", 1)[0]
             if kind != self._logged[1]:
                 self._logged = ("down", kind)
-                log.warning("offload_link_down", reason=link.reason)
+                log.warning("offload.link_down", reason=link.reason)
         elif self._failures == 0 and self._logged[0] != link.status:
             # While frames keep failing, a passing probe does not end the burst.
             self._logged = (link.status, "")
-            log.info("offload_link", status=link.status, rtt_ms=link.rtt_ms, metered=link.metered)
+            log.info(
+                "offload.link_status", status=link.status, rtt_ms=link.rtt_ms, metered=link.metered
+            )

@@ -182,7 +182,7 @@ class _Handlers:
             code = exc.reason.lower().replace(" ", "_")
             return error(exc.status, code, exc.reason)
         except Exception:  # a failed inference is the server's fault, and still JSON
-            log.exception("cloud_request_failed", path=request.path)
+            log.exception("cloud.request_failed", path=request.path)
             return error(500, "internal", "the server failed to process the request")
 
     @web.middleware
@@ -224,7 +224,7 @@ class _Handlers:
         except BadRequestError as exc:
             return error(400, "bad_request", str(exc))
         log.debug(
-            "cloud_detect", device=req.device, pipeline=req.pipeline, n=len(answer.detections)
+            "cloud.detected", device=req.device, pipeline=req.pipeline, n=len(answer.detections)
         )
         return web.json_response(text=answer.model_dump_json())
 
@@ -407,9 +407,9 @@ async def _serve(
         raise ConfigError([("--host/--port", f"cannot listen: {exc}")]) from None
     scheme = "https" if context is not None else "http"
     if context is None:
-        log.warning("cloud_plain_http", problem="no --cert/--key: devices only speak https")
+        log.warning("cloud.plain_http", problem="no --cert/--key: devices only speak https")
     log.info(
-        "cloud_serving",
+        "cloud.serving",
         url=f"{scheme}://{options.host}:{options.port}",
         model=detector.model.name,
         max_connections=cap,

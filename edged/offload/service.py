@@ -84,7 +84,7 @@ class Offload:
             self._started = True
             self.link.start()
             self.worker.start()
-            log.info("offload_started", url=self.settings.url)
+            log.info("offload.started", url=self.settings.url)
 
     def stop(self) -> None:
         """Stop the worker and the probe (bounded: an in-flight request is abandoned)."""

@@ -110,7 +110,7 @@ class Worker:
                 self._handle(job)
             except Exception:  # one bad job must not end offloading for good
                 self._counters.add(job.pipeline.name, "failed")
-                log.exception("offload_job_crashed", pipeline=job.pipeline.name)
+                log.exception("offload.job_crashed", pipeline=job.pipeline.name)
 
     # -- one job ------------------------------------------------------------------
     def _body(self, job: Job) -> bytes:
@@ -153,7 +153,7 @@ class Worker:
                 if delay is None:
                     self._failed(job, err)
                     return
-                log.debug("offload_retry", pipeline=name, kind=err.kind, delay_s=round(delay, 2))
+                log.debug("offload.retrying", pipeline=name, kind=err.kind, delay_s=round(delay, 2))
                 if self._stop.wait(delay):
                     self._counters.add(name, "failed")
                     return
@@ -176,7 +176,7 @@ class Worker:
             self._link.report_failure(err)
         if err.kind != self._burst_kind:
             log.warning(
-                "offload_failed", pipeline=job.pipeline.name, kind=err.kind, error=err.message
+                "offload.failed", pipeline=job.pipeline.name, kind=err.kind, error=err.message
             )
             self._burst_kind = err.kind
         self._burst_failures += 1
@@ -185,7 +185,7 @@ class Worker:
         self._counters.add(job.pipeline.name, "sent")
         self._link.report_success()
         if self._burst_kind is not None:
-            log.info("offload_recovered", failures=self._burst_failures)
+            log.info("offload.recovered", failures=self._burst_failures)
             self._burst_kind, self._burst_failures = None, 0
         if not self._stop.is_set():
             self._publish(job, answer)

@@ -17,6 +17,7 @@ from edged.publish.payloads import (
     PoseResult,
     ResultEnvelope,
     State,
+    Stats,
     Timing,
     payload_json_schemas,
 )
@@ -35,6 +36,7 @@ __all__ = [
     "ResultEnvelope",
     "ResultKind",
     "State",
+    "Stats",
     "Timing",
     "Topics",
     "payload_json_schemas",

@@ -588,6 +588,151 @@ class State(_Payload):
     mqtt: MqttState = Field(default_factory=lambda: MqttState(status="up"))
 
 
+# --- stats (a sample every stats_interval_s, QoS 0, not retained) -----------------
+
+Count = Annotated[int, Field(ge=0)]
+NonNeg = Annotated[float, Field(ge=0.0)]
+#: Counts by name: failures by stage, evictions by reason, refusals by errno, ...
+Counts = dict[str, Count]
+#: What a pipeline's ``stats()`` says its status is (``state`` folds these to four).
+PipelineStatus = Literal["starting", "running", "degraded", "disabled", "stopped", "ended"]
+
+
+class _PipelineStats(_Payload):
+    """Fields every pipeline's stats carry, video or audio (README "MQTT topics and payloads")."""
+
+    name: str
+    status: PipelineStatus
+    reason: str = Field(description="Why it is not running, or the last error while degraded.")
+    processed: Count
+    gated: Count = Field(description="Frames or windows the gate kept from the model.")
+    errors: Count
+    failures: Counts = Field(description="Stage failures by stage.")
+    infer_p50_ms: NonNeg
+    infer_p95_ms: NonNeg
+    latency_p50_ms: NonNeg = Field(description="Capture to result, ms.")
+    latency_p95_ms: NonNeg
+    accelerator: str | None = Field(None, description="Where the pipeline's model runs.")
+
+
+class StatsVideoPipeline(_PipelineStats):
+    """A video pipeline in ``stats`` (``edged.runtime.video.PipelineStats`` + accelerator)."""
+
+    published: Count
+    dropped: Count = Field(description="Frames replaced in the slot before the pipeline took them.")
+    fps: NonNeg
+
+
+class StatsAudioPipeline(_PipelineStats):
+    """An audio pipeline in ``stats`` (``edged.runtime.audio.AudioPipelineStats`` + accelerator)."""
+
+    skipped: Count = Field(description="Windows skipped to catch up with real time.")
+    emitted: Count
+    overruns: Count = Field(description="Chunks dropped because the pipeline's queue was full.")
+    windows_per_s: NonNeg
+    realtime_factor: NonNeg = Field(description="Processing time / audio time; below 1 keeps up.")
+
+
+class StatsSource(_Payload):
+    """A capture source in ``stats``."""
+
+    state: Literal["starting", "up", "down", "ended", "stopped"]
+    fps: NonNeg | None = Field(description="Delivered frames per second; null for audio.")
+
+
+class StatsMqtt(_Payload):
+    """The ``mqtt`` section of ``stats`` (``MqttClient.stats``)."""
+
+    connected: bool
+    disconnects: Count
+    dropped_unpublishable: Count
+    takeovers: Count
+    problem: str | None
+
+
+class StatsOutbox(_Payload):
+    """The ``outbox`` section of ``stats`` (``edged.publish.outbox.OutboxStats``)."""
+
+    depth: Count = Field(description="Rows stored, awaiting PUBACK.")
+    bytes: Count
+    unflushed: Count
+    accepted: Count
+    delivered: Count
+    evicted: Count
+    evicted_by: Counts = Field(description="size, age, disk_full, invalid, unpublishable, ...")
+    refused: Count
+    refused_by: Counts = Field(description="ENOSPC, EROFS, EIO, ..., unencodable.")
+    passed: Count = Field(description="Results published live because they could not be stored.")
+    sent: Count
+    resent: Count
+    in_flight: Count
+    oldest_age_s: NonNeg | None
+    last_seq: Count
+    status: Literal["durable", "degraded"]
+    error: str | None
+    free_mb: NonNeg | None
+    quarantined: Count
+
+
+class StatsOffload(_Payload):
+    """The ``offload`` section of ``stats`` (``OffloadService.stats``)."""
+
+    link: Literal["up", "degraded", "down"]
+    rtt_ms: NonNeg | None
+    metered: bool
+    queued: Count
+    requests: Count
+    probes: Count
+    tokens: NonNeg
+    mb_today: NonNeg
+    bytes_today: Count
+    decisions: Counts = Field(description="Offload decisions by reason, all pipelines.")
+    pipelines: dict[str, Counts] = Field(description="Decisions by reason, per pipeline.")
+
+
+class StatsEvents(_Payload):
+    """The ``events`` section of ``stats`` (``EventRecorder.stats``)."""
+
+    dir: str
+    files: Count
+    bytes: Count
+    evicted: Counts = Field(description="Whole events evicted, by reason (size, age).")
+    evicted_bytes: Count
+    snapshots: Count
+    clips: Count
+    published_snapshots: Count
+    clip_encoder: Literal["opencv-h264", "ffmpeg-libx264", "opencv-mp4v"] | None
+    frames_skipped: Count
+    frames_queued: Count
+    ended_without_media: Count
+    failures: Counts
+
+
+class Stats(_Payload):
+    """Payload of ``<prefix>/<dev>/stats``: one sample of the device's counters.
+
+    The publisher builds every message through this model, so a field a
+    component adds to its ``stats()`` fails here (and in the tests) instead of
+    reaching consumers unannounced. Absent sections belong to parts that are
+    off: ``outbox`` without an outbox file, ``offload`` and ``events`` unless
+    configured.
+    """
+
+    v: Literal[1] = PAYLOAD_VERSION
+    ts: Timestamp
+    device: Name
+    uptime_s: NonNeg
+    pipelines: dict[str, StatsVideoPipeline | StatsAudioPipeline]
+    sources: dict[str, StatsSource]
+    cpu_percent: NonNeg = Field(description="Process CPU since the last sample, % of one core.")
+    rss_mb: NonNeg
+    temperature_c: float | None = Field(description="SoC temperature where the kernel has it.")
+    mqtt: StatsMqtt
+    outbox: StatsOutbox | None = None
+    offload: StatsOffload | None = None
+    events: StatsEvents | None = None
+
+
 # --- bytes on the wire ---------------------------------------------------------
 
 
@@ -674,6 +819,7 @@ def payload_json_schemas() -> dict[str, dict[str, Any]]:
         "offload": OffloadResult,
         "events": EventResult,
         "state": State,
+        "stats": Stats,
         "zone": ZoneState,
     }
     return {kind: m.model_json_schema(mode="serialization") for kind, m in models.items()}

@@ -11,7 +11,6 @@ in-memory one used when no outbox is configured.
 from __future__ import annotations
 
 import dataclasses
-import json
 import os
 import resource
 import threading
@@ -37,6 +36,7 @@ from edged.publish.payloads import (
     PoseResult,
     ResultEnvelope,
     State,
+    Stats,
     Timing,
     ZoneState,
     audio_result,
@@ -116,7 +116,8 @@ class ResultPublisher:
         self._accelerators: dict[str, str] = {}  # model name → the accelerator it runs on
         self._labelled: set[str] = set()  # models whose label is retained on the broker
         self._cpu_mark: tuple[float, float] = (0.0, time.monotonic())
-        #: Extra top-level sections of ``stats`` (e.g. ``offload``), each built by its owner.
+        #: Extra top-level sections of ``stats`` (``offload``, ``events``), each built by its
+        #: owner; :class:`~edged.publish.payloads.Stats` lists the sections it accepts.
         self.stats_sections: dict[str, Callable[[], dict[str, Any]]] = {}
 
     def register_model(
@@ -339,7 +340,7 @@ class ResultPublisher:
                     resolved, self._runtimes[name], models_dir, self._accelerators[name]
                 )
             except (EdgedError, OSError) as exc:  # a label must never stop the daemon
-                log.warning("label_not_published", model=name, error=str(exc))
+                log.warning("label.not_published", model=name, error=str(exc))
                 continue
             self._mqtt.send(Message(self.topics.label(name), payload, qos=1, retain=True))
         self._labelled = set(current)
@@ -367,18 +368,18 @@ class ResultPublisher:
 
     def publish_stats(self, graph: Graph, outbox: Outbox | None, started_mono: float) -> None:
         """Publish one ``stats`` message (QoS 0: a lost sample is replaced by the next)."""
-        self._mqtt.send(
-            Message(
-                self.topics.stats,
-                json.dumps(
-                    self.stats_doc(graph, outbox, started_mono), separators=(",", ":")
-                ).encode(),
-                qos=0,
-            )
-        )
+        stats = self.stats(graph, outbox, started_mono)
+        # exclude_unset: a key is in the message exactly when its owner reported it
+        # (an explicit null included), as before the model; the model forbids the rest.
+        payload = stats.model_dump_json(exclude_unset=True).encode()
+        self._mqtt.send(Message(self.topics.stats, payload, qos=0))
 
-    def stats_doc(self, graph: Graph, outbox: Outbox | None, started_mono: float) -> dict[str, Any]:
-        """The ``stats`` document: per-pipeline rates and latencies, outbox, process."""
+    def stats(self, graph: Graph, outbox: Outbox | None, started_mono: float) -> Stats:
+        """The ``stats`` payload: per-pipeline rates and latencies, outbox, process.
+
+        Built through :class:`~edged.publish.payloads.Stats`, so a section that
+        no longer fits the published schema fails here, not at a consumer.
+        """
         usage = resource.getrusage(resource.RUSAGE_SELF)
         now = time.monotonic()
         cpu_s = usage.ru_utime + usage.ru_stime
@@ -399,13 +400,13 @@ class ResultPublisher:
             else 0.0,
             "rss_mb": round(_rss_mb(), 1),
             "temperature_c": soc_temperature(),
-            "mqtt": {"connected": self._mqtt.connected, "pending": self._mqtt.pending},
+            "mqtt": self._mqtt.stats(),
         }
         if outbox is not None:
             doc["outbox"] = vars_of(outbox.stats())
         for key, section in self.stats_sections.items():
             doc[key] = section()
-        return doc
+        return Stats.model_validate(doc)
 
 
 def _accelerator_of(graph: Graph, pipeline: str) -> dict[str, str]:

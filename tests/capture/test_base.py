@@ -34,14 +34,14 @@ def test_state_changes_are_logged_once_not_per_frame(
         source.start()
         assert source.ended.wait(5.0)
         source.stop()
-    assert [e["event"] for e in logs] == ["source starting", "source up", "source ended"]
+    assert [e["event"] for e in logs] == ["source.starting", "source.up", "source.ended"]
     assert all(e["source"] == "cam0" for e in logs)
 
 
 def test_repeated_failures_with_the_same_reason_log_once(
     make_source: MakeSource, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    """A source that keeps failing to open logs 'source down' once, not once per retry."""
+    """A source that keeps failing to open logs 'source.down' once, not once per retry."""
     with capture_logs() as logs:
         source = make_source(
             uri=str(tmp_path / "gone.mp4"), reconnect_min_s=0.01, reconnect_max_s=0.02
@@ -57,7 +57,7 @@ def test_repeated_failures_with_the_same_reason_log_once(
         source.start()
         assert wait_for(lambda: len(opens) >= 5, 2.0)
         source.stop()
-    assert [e["event"] for e in logs].count("source down") == 1
+    assert [e["event"] for e in logs].count("source.down") == 1
 
 
 @pytest.mark.parametrize(

@@ -62,7 +62,7 @@ def test_folder_source_delivers_photos_and_skips_corrupt(
     assert [f.id for f in frames] == [0, 1, 2]
     assert all(np.array_equal(f.image, e) for f, e in zip(frames, expected, strict=True))
     assert source.status.state == "ended"
-    skipped = [e for e in logs if e["event"] == "image skipped"]
+    skipped = [e for e in logs if e["event"] == "source.image_skipped"]
     assert len(skipped) == 1
     assert skipped[0]["path"].endswith("1a_broken.jpg")
 
@@ -81,7 +81,7 @@ def test_loop_repeats_and_logs_a_bad_file_once(make_source: MakeSource, photo_di
         source.stop()
     assert shapes[:3] == shapes[3:6]
     assert shapes[0] == shapes[6]
-    assert [e["event"] for e in logs].count("image skipped") == 1
+    assert [e["event"] for e in logs].count("source.image_skipped") == 1
 
 
 def test_empty_folder_is_down_with_a_reason(make_source: MakeSource, tmp_path: Path) -> None:

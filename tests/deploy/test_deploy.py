@@ -349,7 +349,7 @@ def test_service_is_active_only_after_ready(deployment: Deployment) -> None:
         for e in c.journal("edged.service")
         if int(e["__MONOTONIC_TIMESTAMP"]) >= start_us
     ]
-    sources_started = [t for t, m in entries if '"source starting"' in m]
+    sources_started = [t for t, m in entries if '"source.starting"' in m]
     started = [t for t, m in entries if m.startswith("Started edged.service")]
     assert sources_started, entries[-10:]
     assert started, entries[-10:]

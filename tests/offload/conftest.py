@@ -12,6 +12,7 @@ from typing import Any
 import cv2
 import pytest
 
+from edged.publish.payloads import Stats
 from tests.helpers.broker import RunningBroker, Subscriber, TlsMaterial
 from tests.helpers.daemon import base_config, write_config
 from tests.offload.servers import CloudServer, HostileServer
@@ -145,8 +146,11 @@ def wait_until(condition: Callable[[], bool], timeout: float, what: str) -> None
 
 
 def stats(sub: Subscriber, device: str = "testdev") -> list[dict[str, Any]]:
-    """Every ``stats`` document of ``device`` received so far."""
-    return [json.loads(m.payload) for m in sub.messages(f"edged/{device}/stats")]
+    """Every ``stats`` document of ``device`` received so far, each checked against ``Stats``."""
+    payloads = [m.payload for m in sub.messages(f"edged/{device}/stats")]
+    for payload in payloads:  # the offload section only appears in these tests' daemons
+        Stats.model_validate_json(payload)
+    return [json.loads(p) for p in payloads]
 
 
 def wait_stats(

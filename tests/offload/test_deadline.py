@@ -63,10 +63,10 @@ def test_a_trickled_health_probe_marks_the_link_down_at_its_deadline_logged_once
         link.stop(timeout=3)
         client.close()
         server.close()
-    down = events(logs, "offload_link_down")
+    down = events(logs, "offload.link_down")
     assert len(down) == 1, down  # one burst of ≥ 4 failed probes: one line
     assert "deadline" in down[0]["reason"]
-    assert [e["status"] for e in events(logs, "offload_link")] == ["up", "up"]
+    assert [e["status"] for e in events(logs, "offload.link_status")] == ["up", "up"]
 
 
 @pytest.mark.slow
@@ -112,7 +112,7 @@ def test_trickled_headers_are_abandoned_at_the_frame_deadline_and_take_the_link_
     finally:
         server.close()
     lines = [json.loads(x) for x in output.splitlines() if x.startswith("{")]
-    failed = [x for x in lines if x["event"] == "offload_failed"]
+    failed = [x for x in lines if x["event"] == "offload.failed"]
     print("held", [round(h, 1) for h in server.held_s], "decisions", decisions(doc))
     # The first request was sent as its frame was queued: held for max_age_s, ± 1 s.
     assert abs(server.held_s[0] - 4.0) <= 1.0, server.held_s

@@ -125,7 +125,7 @@ def test_hostile_server_is_bounded_logged_once_and_never_stormed(
         # Logged once per burst: one line from the worker and/or one from the link monitor.
         named = [x for x in r["logs"] if kind in json.dumps(x)]
         assert 1 <= len(named) <= 2, (mode, r["logs"])
-        assert all(x["event"] in ("offload_failed", "offload_link_down") for x in r["logs"])
+        assert all(x["event"] in ("offload.failed", "offload.link_down") for x in r["logs"])
         # Bounded in time (a good answer again within a few seconds) and memory.
         assert r["recovery_s"] <= 15, (mode, r)
         assert r["rss_mb"] < 40, (mode, r)

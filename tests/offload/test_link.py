@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from edged.publish.payloads import OffloadResult
 from tests.helpers.broker import RunningBroker, TlsMaterial, matching
 from tests.helpers.daemon import Daemon
 from tests.offload.conftest import decisions, offload_config, rate, stats, wait_stats
@@ -85,3 +86,5 @@ def test_link_down_sends_nothing_costs_nothing_and_recovers_by_itself(
     assert up["offload"]["link"] == "up"
     verdicts = sub.messages("edged/testdev/door/offload")
     assert len(verdicts) >= 3
+    for verdict in verdicts:  # each live verdict honours the payload contract
+        OffloadResult.model_validate_json(verdict.payload)

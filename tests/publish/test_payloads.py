@@ -283,7 +283,16 @@ def test_state_payload() -> None:
 def test_json_schemas_for_docs() -> None:
     """Schemas exist for every published JSON payload, with seq a required integer."""
     schemas = payload_json_schemas()
-    assert set(schemas) == {"detections", "pose", "audio", "offload", "events", "state", "zone"}
+    assert set(schemas) == {
+        "detections",
+        "pose",
+        "audio",
+        "offload",
+        "events",
+        "state",
+        "stats",
+        "zone",
+    }
     det = schemas["detections"]
     assert det["required"][:3] == ["v", "id", "seq"]
     assert det["properties"]["seq"]["type"] == "integer"
