@@ -59,9 +59,6 @@ KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset(
         # the service attaches gates, with runtime's classes; the publisher's stats and
         # event hooks type the runtime graph and the event recorder. Each wants a small
         # Protocol on the lower side (what it reads of the higher object).
-        ("edged.offload.gate", "edged.runtime.video"),
-        ("edged.offload.service", "edged.runtime.video"),
-        ("edged.offload.service", "edged.runtime.graph"),
         ("edged.publish.results", "edged.events.recorder"),
         ("edged.publish.results", "edged.runtime.graph"),
     }

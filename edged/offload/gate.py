@@ -19,15 +19,12 @@ import threading
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Final
+from typing import Final
 
 from edged.offload.budget import DailyBytes, TokenBucket
 from edged.offload.link import LinkMonitor
 from edged.tasks import VisionResult
 from edged.types import Box, Detection, Frame
-
-if TYPE_CHECKING:
-    from edged.runtime.video import Pipeline
 
 #: Every decision reason, in the order a frame meets them.
 REASONS: Final = (
@@ -92,7 +89,9 @@ def uncertain_boxes(items: Sequence[object], band: tuple[float, float]) -> list[
 class Job:
     """One frame waiting for the cloud."""
 
-    pipeline: Pipeline
+    pipeline: str
+    #: Whether the pipeline is still enabled when the verdict comes back.
+    enabled: Callable[[], bool]
     frame: Frame
     boxes: tuple[Box, ...]
     ref: str
@@ -106,19 +105,26 @@ class OffloadGate:
 
     def __init__(
         self,
-        pipeline: Pipeline,
+        name: str,
         *,
+        labels: Sequence[str],
+        band: tuple[float, float],
+        threshold: Callable[[], float],
+        enabled: Callable[[], bool],
         link: LinkMonitor,
         bucket: TokenBucket,
         daily: DailyBytes,
         counters: Counters,
         enqueue: Callable[[Job], None],
     ) -> None:
-        self._pipeline = pipeline
-        self.band = pipeline.settings.offload.band
+        # Getters, not values: ``set_threshold`` and ``disable`` change them at run time.
+        self._name = name
+        self.band = band
         #: The lowest score the gate needs to see; the pipeline runs its model down to it.
         self.floor = self.band[0]
-        self._labels = tuple(pipeline.settings.labels)
+        self._labels = tuple(labels)
+        self._threshold = threshold
+        self._enabled = enabled
         self._link = link
         self._bucket = bucket
         self._daily = daily
@@ -127,7 +133,7 @@ class OffloadGate:
 
     def decide(self, seen: VisionResult) -> Submit | None:
         """Count why ``seen`` stays local, or return the function that queues its frame."""
-        name = self._pipeline.name
+        name = self._name
         boxes = uncertain_boxes(seen.items, self.band)
         if boxes is None:
             self._counters.add(name, "not_uncertain")
@@ -140,9 +146,10 @@ class OffloadGate:
         if not self._daily.allows(1) or not self._bucket.take():
             self._counters.add(name, "over_budget")
             return None
-        threshold = self._pipeline.threshold
+        threshold = self._threshold()
 
         def submit(frame: Frame, ref: str) -> None:
-            self._enqueue(Job(self._pipeline, frame, tuple(boxes), ref, self._labels, threshold))
+            job = Job(name, self._enabled, frame, tuple(boxes), ref, self._labels, threshold)
+            self._enqueue(job)
 
         return submit

@@ -9,11 +9,12 @@ no network, and ``state`` reports the link as ``disabled``.
 from __future__ import annotations
 
 import threading
-from typing import TYPE_CHECKING, Any
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 import structlog
 
-from edged.config.settings import Settings, read_secret
+from edged.config.settings import PipelineSettings, Settings, read_secret
 from edged.offload.budget import MB, DailyBytes, TokenBucket
 from edged.offload.client import CloudClient
 from edged.offload.gate import Counters, Job, OffloadGate
@@ -21,15 +22,39 @@ from edged.offload.link import LinkMonitor
 from edged.offload.protocol import DetectResponse
 from edged.offload.worker import Worker
 from edged.publish.payloads import FrameRef, LinkState, OffloadResult, ResultEnvelope, iso_utc
-from edged.runtime.video import Pipeline
 
 if TYPE_CHECKING:
     from edged.publish.results import ResultPublisher
-    from edged.runtime.graph import Graph
 
 log = structlog.get_logger(__name__)
 
 BUDGET_FILE = "offload_budget.json"
+
+
+@runtime_checkable
+class Gated(Protocol):
+    """What offload needs of a pipeline to gate its frames (runtime's vision pipeline).
+
+    Audio pipelines have no ``offload`` slot, so they never match.
+    """
+
+    offload: OffloadGate | None
+
+    @property
+    def name(self) -> str: ...
+    @property
+    def settings(self) -> PipelineSettings: ...
+    @property
+    def threshold(self) -> float: ...
+    @property
+    def enabled(self) -> bool: ...
+
+
+class PipelineGraph(Protocol):
+    """The running graph as offload sees it: pipelines by name."""
+
+    @property
+    def pipelines(self) -> Mapping[str, object]: ...
 
 
 class Offload:
@@ -63,20 +88,27 @@ class Offload:
         )
         results.stats_sections["offload"] = self.stats
 
-    def attach(self, graph: Graph) -> None:
+    def attach(self, graph: PipelineGraph) -> None:
         """Give every vision pipeline that opted in its gate (before the graph starts)."""
         if not self.enabled:  # `edged check` warns about pipelines that opted in anyway
             return
         for p in graph.pipelines.values():
-            if isinstance(p, Pipeline) and p.settings.offload.enabled:
-                p.offload = OffloadGate(
-                    p,
-                    link=self.link,
-                    bucket=self.bucket,
-                    daily=self.daily,
-                    counters=self.counters,
-                    enqueue=self.worker.put,
-                )
+            if isinstance(p, Gated) and p.settings.offload.enabled:
+                p.offload = self._gate(p)
+
+    def _gate(self, p: Gated) -> OffloadGate:
+        return OffloadGate(
+            p.name,
+            labels=p.settings.labels,
+            band=p.settings.offload.band,
+            threshold=lambda: p.threshold,
+            enabled=lambda: p.enabled,
+            link=self.link,
+            bucket=self.bucket,
+            daily=self.daily,
+            counters=self.counters,
+            enqueue=self.worker.put,
+        )
 
     def start(self) -> None:
         """Start probing the link and the worker."""
@@ -122,7 +154,7 @@ class Offload:
         verdict = OffloadResult(
             ts=iso_utc(frame.ts),
             device=self._device,
-            pipeline=job.pipeline.name,
+            pipeline=job.pipeline,
             source=frame.source,
             ref=job.ref,
             model=answer.model,
@@ -133,5 +165,5 @@ class Offload:
         # Under the emit lock, like local results: once a `disable` command is
         # answered, nothing more is published for that pipeline.
         with self._emit_lock:
-            if job.pipeline.enabled:
+            if job.enabled():
                 self._results.sink.accept(ResultEnvelope.of(self._results.topics, verdict))

@@ -76,7 +76,7 @@ class Worker:
         with self._cond:
             if len(self._queue) >= self._settings.queue_size:
                 old = self._queue.popleft()
-                self._counters.add(old.pipeline.name, "queue_full")
+                self._counters.add(old.pipeline, "queue_full")
             self._queue.append(job)
             self._cond.notify()
 
@@ -109,8 +109,8 @@ class Worker:
             try:
                 self._handle(job)
             except Exception:  # one bad job must not end offloading for good
-                self._counters.add(job.pipeline.name, "failed")
-                log.exception("offload.job_crashed", pipeline=job.pipeline.name)
+                self._counters.add(job.pipeline, "failed")
+                log.exception("offload.job_crashed", pipeline=job.pipeline)
 
     # -- one job ------------------------------------------------------------------
     def _body(self, job: Job) -> bytes:
@@ -119,7 +119,7 @@ class Worker:
         prepared = prepare(job.frame.image, region, max_side=s.max_side, quality=s.jpeg_quality)
         request = DetectRequest(
             device=self._device,
-            pipeline=job.pipeline.name,
+            pipeline=job.pipeline,
             ref=job.ref,
             frame=FrameSize(w=job.frame.width, h=job.frame.height),
             crop=prepared.crop,
@@ -130,7 +130,7 @@ class Worker:
         return request.model_dump_json().encode()
 
     def _handle(self, job: Job) -> None:
-        name = job.pipeline.name
+        name = job.pipeline
         deadline = job.queued + self._settings.max_age_s
         if time.monotonic() >= deadline:
             self._failed(job, CloudError("expired", "queued past max_age_s", retryable=False))
@@ -171,18 +171,16 @@ class Worker:
         return delay
 
     def _failed(self, job: Job, err: CloudError) -> None:
-        self._counters.add(job.pipeline.name, "failed")
+        self._counters.add(job.pipeline, "failed")
         if err.kind != "expired":  # a backlog is not the link's fault
             self._link.report_failure(err)
         if err.kind != self._burst_kind:
-            log.warning(
-                "offload.failed", pipeline=job.pipeline.name, kind=err.kind, error=err.message
-            )
+            log.warning("offload.failed", pipeline=job.pipeline, kind=err.kind, error=err.message)
             self._burst_kind = err.kind
         self._burst_failures += 1
 
     def _succeeded(self, job: Job, answer: DetectResponse) -> None:
-        self._counters.add(job.pipeline.name, "sent")
+        self._counters.add(job.pipeline, "sent")
         self._link.report_success()
         if self._burst_kind is not None:
             log.info("offload.recovered", failures=self._burst_failures)

@@ -132,7 +132,8 @@ def test_uncertain_scores_below_the_threshold_are_offered_and_their_result_publi
     slot: LatestSlot[Frame] = LatestSlot()
     pipeline = Pipeline(settings.pipelines[0], task, slot, emit)
     pipeline.offload = OffloadGate(
-        pipeline, link=link, bucket=TokenBucket(60), daily=daily, counters=counters,
+        pipeline.name, labels=pipeline.settings.labels, band=pipeline.settings.offload.band,
+        threshold=lambda: pipeline.threshold, enabled=lambda: pipeline.enabled, link=link, bucket=TokenBucket(60), daily=daily, counters=counters,
         enqueue=worker.put,
     )  # fmt: skip
     link.start()
