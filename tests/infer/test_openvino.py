@@ -28,10 +28,9 @@ from edged.config.settings import PipelineSettings
 from edged.infer.registry import load_model
 from edged.label.golden import read_image
 from edged.tasks import build_task
-from edged.types import Frame
+from edged.types import Frame, iou
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
-from tests.helpers.vision import iou
 
 pytestmark = pytest.mark.slow
 

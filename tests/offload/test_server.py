@@ -16,9 +16,9 @@ from typing import Any
 
 from edged.offload.prepare import WHOLE, crop_region, prepare
 from edged.offload.protocol import DetectRequest, DetectResponse, FrameSize
-from edged.types import Box
+from edged.types import Box, iou
 from tests.helpers.broker import TlsMaterial
-from tests.helpers.vision import iou, read_rgb
+from tests.helpers.vision import read_rgb
 from tests.offload.conftest import TOKEN
 from tests.offload.servers import CloudServer
 
