@@ -272,18 +272,16 @@ def test_send_reports_every_message_once_after_puback(
 ) -> None:
     """Each sent message is reported delivered exactly once, and nothing stays pending."""
     delivered: list[str] = []
-    acked: list[int] = []
     client = MqttClient(broker.settings(), DEV, max_inflight=5)
     client.on_delivered(lambda m: delivered.append(m.id or ""))
-    client.on_published(acked.append)
     client.start()
     try:
         assert client.wait_connected(5)
         ids = [f"id-{i}" for i in range(300)]
-        mids = [client.send(Message(f"edged/{DEV}/p/detections", b"{}", id=i)) for i in ids]
+        for i in ids:
+            client.send(Message(f"edged/{DEV}/p/detections", b"{}", id=i))
         assert wait_until(lambda: len(delivered) >= len(ids))
         assert sorted(delivered) == sorted(ids)
-        assert set(mids) <= set(acked)
         assert wait_until(lambda: client.pending == 0)
     finally:
         client.stop(timeout=1)
