@@ -57,8 +57,6 @@ from edged.publish.topics import Topics
 
 log = structlog.get_logger(__name__)
 
-#: Home Assistant's default discovery prefix (``[mqtt] discovery_prefix``).
-DISCOVERY_PREFIX: Final = "homeassistant"
 #: Labels watched when a detection pipeline does not filter labels.
 DEFAULT_WATCH: Final = ("person",)
 #: Result-driven sensors expire after this many result periods without a result.
