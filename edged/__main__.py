@@ -19,17 +19,18 @@ import structlog
 from edged import __version__
 from edged.catalog.catalog import Catalog, load_catalog
 from edged.config.settings import DEFAULT_CONFIG, Settings, load_settings
-from edged.errors import CatalogError, ConfigError, EdgedError
+from edged.errors import (
+    EX_CONFIG,
+    EX_FAILURE,
+    EX_INTERRUPTED,
+    EX_OK,
+    EX_PIPE,
+    EX_UNAVAILABLE,
+    CatalogError,
+    ConfigError,
+    EdgedError,
+)
 from edged.log import configure_logging, quiet_native_libraries
-
-EX_OK = 0
-EX_FAILURE = 1
-EX_USAGE = 64
-EX_UNAVAILABLE = 69
-EX_CONFIG = 78
-#: What a shell reports for a command killed by SIGPIPE (128 + 13): the status
-#: of ``edged config schema | head`` once ``head`` stopped reading.
-EX_PIPE = 141
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -387,7 +388,7 @@ def _main(argv: Sequence[str] | None) -> int:
         print(f"edged: {exc}", file=sys.stderr)
         return EX_FAILURE
     except KeyboardInterrupt:
-        return 130
+        return EX_INTERRUPTED
 
 
 if __name__ == "__main__":

@@ -7,6 +7,29 @@ ever sees.
 
 from __future__ import annotations
 
+from typing import Final
+
+# -- exit codes ------------------------------------------------------------------
+# The one table of the exit statuses of ``edged`` and its commands. They follow
+# sysexits.h where systemd cares: the unit lists EX_CONFIG in
+# ``RestartPreventExitStatus``, so that a broken config fails once instead of
+# restarting in a loop (docs/deployment.md).
+
+EX_OK: Final = 0
+#: An EdgedError a command could not handle otherwise.
+EX_FAILURE: Final = 1
+#: sysexits EX_USAGE: the command was used wrongly (e.g. an unknown label in ``--require``).
+EX_USAGE: Final = 64
+#: sysexits EX_UNAVAILABLE: something needed is missing (``demo``: no model could be fetched).
+EX_UNAVAILABLE: Final = 69
+#: sysexits EX_CONFIG: the configuration is invalid; a restart cannot fix it.
+EX_CONFIG: Final = 78
+#: What a shell reports for a command ended by SIGINT (128 + 2): Ctrl-C.
+EX_INTERRUPTED: Final = 130
+#: What a shell reports for a command killed by SIGPIPE (128 + 13): the status
+#: of ``edged config schema | head`` once ``head`` stopped reading.
+EX_PIPE: Final = 141
+
 
 class EdgedError(Exception):
     """Root of every error edged raises on purpose."""

@@ -19,6 +19,20 @@ from pydantic import JsonValue
 Box = tuple[float, float, float, float]
 
 
+def iou(a: Box, b: Box) -> float:
+    """Intersection over union of two ``[x_min, y_min, x_max, y_max]`` boxes.
+
+    0.0 for boxes that do not overlap, and for degenerate ones (no area).
+    """
+    iw = min(a[2], b[2]) - max(a[0], b[0])
+    ih = min(a[3], b[3]) - max(a[1], b[1])
+    if iw <= 0 or ih <= 0:
+        return 0.0
+    inter = iw * ih
+    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
+    return inter / union if union > 0 else 0.0
+
+
 @dataclass(frozen=True, slots=True)
 class Frame:
     """One captured video frame.

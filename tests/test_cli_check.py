@@ -13,12 +13,11 @@ import pytest
 
 from edged.__main__ import main
 from edged.catalog.catalog import load_catalog
+from edged.errors import EX_CONFIG, EX_FAILURE
 from edged.label.quantize import write_local_entry
 from tests.helpers.bad_configs import KINDS, make_bad
 from tests.helpers.broker import RunningBroker
 from tests.helpers.daemon import Daemon, base_config, write_config
-
-EX_CONFIG = 78
 
 
 def edged(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -256,7 +255,7 @@ def test_models_labels_prints_one_name_per_line(models_dir: Path) -> None:
 def test_models_labels_explains_names_without_labels(name: str, needle: str) -> None:
     """An unknown name, a pose model or a model path gets a one-line error, not a traceback."""
     result = edged("models", "labels", name)
-    assert result.returncode == 1
+    assert result.returncode == EX_FAILURE
     assert needle in result.stderr
     assert "Traceback" not in result.stderr
     assert result.stdout == ""

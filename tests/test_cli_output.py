@@ -19,7 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from edged.__main__ import EX_PIPE, build_parser
+from edged.__main__ import build_parser
+from edged.errors import EX_PIPE
 from tests.helpers.daemon import base_config, write_config
 
 #: What the daemon may print that is not a JSON line: TensorFlow Lite's minimal

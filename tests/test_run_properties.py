@@ -22,6 +22,7 @@ from hypothesis import HealthCheck, Phase, given, settings
 from hypothesis import strategies as st
 
 from edged.__main__ import main
+from edged.errors import EX_CONFIG, EX_OK
 from tests.control.conftest import photos_config
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.commands import BASE
@@ -30,7 +31,6 @@ from tests.helpers.settings_keys import NumericKey, numeric_keys
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
-EX_OK, EX_CONFIG = 0, 78
 RUN_S = 5.0
 EXAMPLES = 16
 

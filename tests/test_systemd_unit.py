@@ -24,7 +24,7 @@ from typing import Any
 import pytest
 
 from edged.config.settings import DEFAULT_CONFIG, Settings
-from edged.daemon.app import EX_CONFIG
+from edged.errors import EX_CONFIG
 from tests.helpers.broker import RunningBroker
 from tests.helpers.daemon import Daemon, base_config, write_config
 

@@ -33,7 +33,7 @@ from edged.config.settings import Settings, load_settings, read_secret
 from edged.control import ControlPlane
 from edged.daemon.check import Preflight, preflight
 from edged.daemon.notify import Notifier, watchdog_interval_s
-from edged.errors import CatalogError, ConfigError, EdgedError
+from edged.errors import EX_CONFIG, EX_OK, CatalogError, ConfigError, EdgedError
 from edged.events.recorder import EventRecorder
 from edged.log import configure_logging
 from edged.offload.service import Offload
@@ -54,8 +54,6 @@ from edged.types import EventNote, Frame
 from edged.zones.stage import ZoneUpdate
 
 log = structlog.get_logger(__name__)
-
-EX_CONFIG = 78
 
 Loader = Callable[[], Settings]
 
@@ -549,4 +547,4 @@ def run_daemon(config: Path) -> int:
     log.info("running", pid=os.getpid(), device=settings.device_id)
     app.run_until_stopped(lambda: load_settings(config))
     app.stop()
-    return 0
+    return EX_OK

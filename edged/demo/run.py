@@ -35,10 +35,10 @@ from edged.catalog.catalog import Artifact, Catalog, load_catalog
 from edged.catalog.fetch import pull, verify
 from edged.catalog.resolve import mirror_dir
 from edged.config.settings import Settings, load_settings
-from edged.daemon.app import EX_CONFIG, App
+from edged.daemon.app import App
 from edged.daemon.check import preflight
 from edged.demo.broker import LocalBroker
-from edged.errors import EdgedError
+from edged.errors import EX_CONFIG, EX_OK, EX_UNAVAILABLE, EdgedError
 from edged.label.golden import media_dir
 from edged.log import configure_logging
 
@@ -54,8 +54,6 @@ DEMO_PHOTOS: dict[str, str] = {
 #: Public-domain speech (J. F. Kennedy's 1961 inaugural address, a US-government work).
 DEMO_SOUND = ("speech_jfk.wav", "59dfb9a4acb36fe2a2affc14bacbee2920ff435cb13cc314a08c13f66ba7860e")
 DEMO_MODELS = ("ssd-mobilenet-v1-coco-int8", "yolox-nano-coco", "movenet-lightning-int8", "yamnet")
-#: sysexits EX_UNAVAILABLE: no demo model could be fetched (offline, mirror empty).
-EX_UNAVAILABLE = 69
 
 #: The demo's sources and pipelines (the same keys as a config file). A pipeline
 #: whose model could not be installed is left out, and a source nobody reads with it.
@@ -317,4 +315,4 @@ def run_demo(
     finally:
         if broker is not None:
             broker.close()
-    return 0
+    return EX_OK

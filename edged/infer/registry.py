@@ -13,7 +13,7 @@ from pathlib import Path
 
 import structlog
 
-from edged.errors import ModelError, RuntimeUnavailableError
+from edged.errors import ModelError
 from edged.infer import accel
 from edged.infer.accel import AcceleratorError
 from edged.infer.base import Model
@@ -85,20 +85,3 @@ def load_model(
         accel.chosen(name, accelerator, model.accelerator, path, failed)
         return model
     raise AcceleratorError(f"{path.name}: no accelerator of {name} works here", [])
-
-
-def runtime_versions() -> dict[str, str]:
-    """Each runtime's name and version, or why it is unavailable (for labels and ``state``)."""
-    out: dict[str, str] = {}
-    try:
-        from edged.infer.litert import find_interpreter  # noqa: PLC0415
-
-        out["litert"] = find_interpreter()[1]
-    except RuntimeUnavailableError as exc:
-        out["litert"] = f"not installed: {exc}"
-    try:
-        ort = importlib.import_module("onnxruntime")
-        out["onnxruntime"] = f"onnxruntime {ort.__version__}"
-    except ImportError as exc:
-        out["onnxruntime"] = f"not installed: {exc}"
-    return out

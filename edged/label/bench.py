@@ -42,7 +42,7 @@ import numpy as np
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve_entry
-from edged.errors import EdgedError
+from edged.errors import EX_FAILURE, EX_OK, EdgedError
 from edged.infer.accel import cache_dir
 from edged.infer.registry import load_model
 from edged.label.energy import EnergyMeter, cpu_model, profile
@@ -219,9 +219,9 @@ def _child(argv: list[str]) -> int:
         label = measure(BenchSpec(**json.loads(args.spec)))
     except EdgedError as exc:
         print(f"error: {exc}", file=sys.stderr)
-        return 1
+        return EX_FAILURE
     print(label.model_dump_json())
-    return 0
+    return EX_OK
 
 
 if __name__ == "__main__":

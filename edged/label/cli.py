@@ -18,7 +18,7 @@ from typing import Any, TypeVar
 from edged.catalog.catalog import Catalog, CatalogEntry
 from edged.catalog.fetch import verify
 from edged.config.settings import ACCELERATORS, Settings, valid_accelerator
-from edged.errors import ConfigError, EdgedError
+from edged.errors import EX_FAILURE, EX_OK, EX_USAGE, ConfigError, EdgedError
 from edged.label.nutrition import (
     NutritionLabel,
     label_key,
@@ -30,8 +30,6 @@ from edged.label.parity import DEFAULT_TOLERANCE, check_parity, parity_text
 
 T = TypeVar("T")
 Loader = Callable[[argparse.Namespace], tuple[Settings, Catalog]]
-
-EX_OK, EX_FAILURE, EX_USAGE = 0, 1, 64
 
 
 # -- progress -------------------------------------------------------------------

@@ -42,8 +42,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from edged.catalog.catalog import data_dir, default_catalog_path
 from edged.errors import EdgedError
-
-Box = tuple[float, float, float, float]
+from edged.types import Box
 
 
 class GoldenError(EdgedError):

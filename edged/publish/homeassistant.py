@@ -57,8 +57,6 @@ from edged.publish.topics import Topics
 
 log = structlog.get_logger(__name__)
 
-#: Home Assistant's default discovery prefix (``[mqtt] discovery_prefix``).
-DISCOVERY_PREFIX: Final = "homeassistant"
 #: Labels watched when a detection pipeline does not filter labels.
 DEFAULT_WATCH: Final = ("person",)
 #: Result-driven sensors expire after this many result periods without a result.
@@ -201,6 +199,32 @@ class Discovery:
         topic = f"{self.prefix}/{component}/{self.node}/{oid}/config"
         return Message(topic, json.dumps(doc, separators=(",", ":")).encode(), qos=1, retain=True)
 
+    def _occupancy(
+        self, p: PipelineSettings, object_id: str, name: str, state_topic: str,
+        template: str | None = None, **extra: Any,
+    ) -> Message:  # fmt: skip
+        """An ``occupancy`` binary sensor of pipeline ``p``: ``ON``/``OFF`` (or ``template``)."""
+        fields: dict[str, Any] = {"state_topic": state_topic, "device_class": "occupancy"}
+        if template is not None:
+            fields["value_template"] = template
+        return self._config(
+            "binary_sensor", object_id, name, pipeline=p.name,
+            **fields, payload_on=_ON, payload_off=_OFF, **extra,
+        )  # fmt: skip
+
+    def _count(
+        self, p: PipelineSettings, object_id: str, name: str, state_topic: str,
+        template: str | None = None, **extra: Any,
+    ) -> Message:  # fmt: skip
+        """A count sensor of pipeline ``p``: an integer (or ``template``), a measurement."""
+        fields: dict[str, Any] = {"state_topic": state_topic}
+        if template is not None:
+            fields["value_template"] = template
+        return self._config(
+            "sensor", object_id, name, pipeline=p.name,
+            **fields, state_class="measurement", **extra,
+        )  # fmt: skip
+
     def _pipeline_state(self, name: str, expression: str) -> str:
         """Template over ``state``: ``expression`` with ``p`` bound to pipeline ``name``'s entry."""
         return (
@@ -222,42 +246,34 @@ class Discovery:
                     + ") | list | length"
                 )
                 out.append(
-                    self._config(
-                        "binary_sensor",
+                    self._occupancy(
+                        p,
                         f"{p.name}_{label}_occupancy",
                         f"{p.name} {label}",
-                        pipeline=p.name,
-                        state_topic=state,
-                        device_class="occupancy",
-                        value_template=f"{{{{ 'ON' if ({match}) > 0 else 'OFF' }}}}",
-                        payload_on=_ON,
-                        payload_off=_OFF,
+                        state,
+                        f"{{{{ 'ON' if ({match}) > 0 else 'OFF' }}}}",
                         # OFF once results stop saying ON: publish = "nonempty" sends no empty one.
                         off_delay=expire,
                     )
                 )
                 out.append(
-                    self._config(
-                        "sensor",
+                    self._count(
+                        p,
                         f"{p.name}_{label}_count",
                         f"{p.name} {label} count",
-                        pipeline=p.name,
-                        state_topic=state,
-                        value_template=f"{{{{ {match} }}}}",
-                        state_class="measurement",
+                        state,
+                        f"{{{{ {match} }}}}",
                         expire_after=expire,
                     )
                 )
         elif p.task == "pose":
             out.append(
-                self._config(
-                    "sensor",
+                self._count(
+                    p,
                     f"{p.name}_poses",
                     f"{p.name} people",
-                    pipeline=p.name,
-                    state_topic=self._topics.result(p.name, "pose"),
-                    value_template="{{ value_json.poses | length }}",
-                    state_class="measurement",
+                    self._topics.result(p.name, "pose"),
+                    "{{ value_json.poses | length }}",
                     expire_after=expire,
                 )
             )
@@ -325,36 +341,28 @@ class Discovery:
         by_name = {zone.name: zone for zone in p.zones}
         for zone in zones:
             out.append(
-                self._config(
-                    "binary_sensor",
+                self._occupancy(
+                    p,
                     f"{p.name}_zone_{zone}_occupancy",
                     f"{p.name} {zone} occupancy",
-                    pipeline=p.name,
-                    state_topic=self._topics.zone_occupancy(p.name, zone),
-                    device_class="occupancy",
-                    payload_on=_ON,
-                    payload_off=_OFF,
+                    self._topics.zone_occupancy(p.name, zone),
                 )
             )
             out.append(
-                self._config(
-                    "sensor",
+                self._count(
+                    p,
                     f"{p.name}_zone_{zone}_count",
                     f"{p.name} {zone} count",
-                    pipeline=p.name,
-                    state_topic=self._topics.zone_count(p.name, zone),
-                    state_class="measurement",
+                    self._topics.zone_count(p.name, zone),
                 )
             )
             labels = (by_name[zone].labels if zone in by_name else []) or p.labels or DEFAULT_WATCH
             out.extend(
-                self._config(
-                    "sensor",
+                self._count(
+                    p,
                     f"{p.name}_zone_{zone}_{label}_count",
                     f"{p.name} {zone} {label} count",
-                    pipeline=p.name,
-                    state_topic=self._topics.zone_count(p.name, zone, label),
-                    state_class="measurement",
+                    self._topics.zone_count(p.name, zone, label),
                 )
                 for label in labels
             )

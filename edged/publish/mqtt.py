@@ -264,7 +264,6 @@ class MqttClient:
         self.disconnects = 0
 
         self._connect_hooks: list[Callable[[], None]] = []
-        self._published_hooks: list[Callable[[int], None]] = []
         self._delivered_hooks: list[Callable[[Message], None]] = []
         self._dropped_hooks: list[Callable[[Message], None]] = []
         # topic filter -> qos; re-subscribed on every connect (see _on_connect).
@@ -319,15 +318,6 @@ class MqttClient:
     def on_connect(self, hook: Callable[[], None]) -> None:
         """Call ``hook()`` after every successful (re)connect, after ``online`` is queued."""
         self._connect_hooks.append(hook)
-
-    def on_published(self, callback: Callable[[int], None]) -> None:
-        """Call ``callback(mid)`` when the broker acknowledges a message (PUBACK for QoS 1).
-
-        This fires on paho's thread and may fire *before* :meth:`publish`
-        has returned that ``mid`` to its caller; to track messages use
-        :meth:`send` and :meth:`on_delivered`, which handle that race.
-        """
-        self._published_hooks.append(callback)
 
     def on_delivered(self, callback: Callable[[Message], None]) -> None:
         """Call ``callback(message)`` once for every :meth:`send` message the broker acknowledged.
@@ -618,8 +608,6 @@ class MqttClient:
             # The broker took the message but will not route it (e.g. an ACL
             # denies the topic). Retrying cannot help, so it counts as done.
             self._log.warning("mqtt.publish_refused", mid=mid, reason=str(reason_code))
-        for hook in self._published_hooks:
-            self._call(hook, mid)
         with self._track_lock:
             if mid in self._tracked:
                 _, message = self._tracked.pop(mid)

@@ -102,7 +102,7 @@ _BOOTTIME: Final = getattr(time, "CLOCK_BOOTTIME", time.CLOCK_MONOTONIC)  # coun
 _SCHEMA: Final = """
 CREATE TABLE IF NOT EXISTS outbox (
     pos      INTEGER PRIMARY KEY AUTOINCREMENT, -- send order; never reused, even when empty
-    seq      INTEGER,                           -- result seq; NULL for put() messages
+    seq      INTEGER,                           -- the result's seq
     id       TEXT,
     topic    TEXT NOT NULL,
     payload  BLOB NOT NULL,
@@ -121,7 +121,6 @@ _INSERT_ROW: Final = "(NULL, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)"
 _SET_META: Final = "INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?), (?, ?), (?, ?)"
 _OLDEST: Final = "SELECT pos, size, born FROM outbox ORDER BY pos"
 
-Item = ResultEnvelope | Message
 # seq, id, topic, payload, qos, retain, expiry_s, created, born, size
 _Row = tuple[int | None, str | None, str, bytes, int, int, int | None, float, float, int]
 
@@ -132,7 +131,7 @@ class OutboxStats:
 
     depth: int  # rows stored, awaiting PUBACK
     bytes: int  # their size as counted against max_mb
-    unflushed: int  # queued by accept()/put(), not committed yet
+    unflushed: int  # queued by accept(), not committed yet
     accepted: int  # rows committed by this process
     delivered: int  # rows deleted after their PUBACK
     evicted: int  # rows removed undelivered: the sum of evicted_by
@@ -164,8 +163,8 @@ class OutboxHealth:
 class Outbox:
     """SQLite-backed, bounded, ordered store of messages awaiting their PUBACK.
 
-    Thread-safe: :meth:`accept`/:meth:`put` may be called from any thread;
-    they block only while ``max_pending`` items wait for the writer
+    Thread-safe: :meth:`accept` may be called from any thread; it
+    blocks only while ``max_pending`` items wait for the writer
     (back-pressure instead of unbounded memory). :meth:`start` begins
     forwarding; :meth:`close` (or ``with``) flushes and stops.
 
@@ -208,7 +207,7 @@ class Outbox:
         self._window, self._drain_per_s = window, drain_per_s
         self._log = log.bind(path=str(self.path))
         self._cond = threading.Condition()
-        self._pending: list[tuple[Item, float, float]] = []  # (item, wall, born)
+        self._pending: list[tuple[ResultEnvelope, float, float]] = []  # (item, wall, born)
         self._deletes: list[tuple[int, str | None]] = []  # (pos, None=delivered or reason)
         self._drops_pending = False  # _deletes holds a drop (reason), not only deliveries
         self._deletes_since = 0.0  # when _deletes last became non-empty (monotonic)
@@ -451,13 +450,6 @@ class Outbox:
         Never raises a storage error (the writer thread deals with those, see
         the module docs); raises :class:`PublishError` only once the outbox is closed.
         """
-        self._enqueue(envelope)
-
-    def put(self, message: Message) -> None:
-        """Queue a non-result message (it gets no ``seq``) for durable, ordered delivery."""
-        self._enqueue(message)
-
-    def _enqueue(self, item: Item) -> None:
         with self._cond:
             while True:
                 if self._closing:
@@ -465,7 +457,7 @@ class Outbox:
                 if len(self._pending) < self._max_pending:
                     break
                 self._cond.wait()  # back-pressure: the writer is behind
-            self._pending.append((item, time.time(), self.clock()))
+            self._pending.append((envelope, time.time(), self.clock()))
             self._enqueued += 1
             if len(self._pending) in (1, self._batch_rows):
                 self._cond.notify_all()
@@ -702,7 +694,7 @@ class Outbox:
 
     def _commit(
         self,
-        batch: list[tuple[Item, float, float]],
+        batch: list[tuple[ResultEnvelope, float, float]],
         deletes: list[tuple[int, str | None]],
         ticket: int,
         low: bool,
@@ -841,26 +833,23 @@ class Outbox:
             refused=counts.get("refused", 0),
         )
 
-    def _encode(self, batch: list[tuple[Item, float, float]]) -> tuple[list[_Row], int]:
+    def _encode(self, batch: list[tuple[ResultEnvelope, float, float]]) -> tuple[list[_Row], int]:
         # Only this thread assigns seq. The numbers are used up whatever happens to
         # the batch (a result published live keeps its number; a lost one leaves a
         # gap, which is what a gap means to a subscriber).
         seq, rows = self._last_seq, list[_Row]()
-        for item, wall, born in batch:
-            if isinstance(item, ResultEnvelope):
-                try:
-                    m = item.with_seq(seq + 1)
-                except ValueError as exc:  # a payload that cannot be serialized
-                    self._log.error("outbox.unencodable", id=item.id, error=str(exc))
-                    with self._cond:
-                        self._counts["refused"] += 1
-                        self._counts["refused:unencodable"] += 1
-                    continue
-                seq = row_seq = seq + 1
-            else:
-                m, row_seq = item, None
+        for envelope, wall, born in batch:
+            try:
+                m = envelope.with_seq(seq + 1)
+            except ValueError as exc:  # a payload that cannot be serialized
+                self._log.error("outbox.unencodable", id=envelope.id, error=str(exc))
+                with self._cond:
+                    self._counts["refused"] += 1
+                    self._counts["refused:unencodable"] += 1
+                continue
+            seq += 1
             size = len(m.payload) + len(m.topic) + len(m.id or "") + ROW_OVERHEAD
-            row = (row_seq, m.id, m.topic, m.payload, m.qos, int(m.retain), m.expiry_s)
+            row = (seq, m.id, m.topic, m.payload, m.qos, int(m.retain), m.expiry_s)
             rows.append((*row, wall, born, size))
         return rows, seq
 

@@ -471,32 +471,6 @@ def audio_result(
     )
 
 
-def offload_result(
-    local: DetectionResult | PoseResult | AudioResult,
-    *,
-    model: ModelRef,
-    timing: Timing | None = None,
-    detections: Iterable[Detection] | None = None,
-    poses: Iterable[Pose] | None = None,
-    classes: Iterable[AudioClass] | None = None,
-) -> OffloadResult:
-    """Build the cloud verdict on ``local``: same device/pipeline/source/ts, ``ref`` = its id."""
-    return OffloadResult(
-        ts=local.ts,
-        device=local.device,
-        pipeline=local.pipeline,
-        source=local.source,
-        ref=local.id,
-        model=model,
-        frame=getattr(local, "frame", None),
-        timing_ms=timing,
-        window=getattr(local, "window", None),
-        detections=None if detections is None else [DetectionItem.of(d) for d in detections],
-        poses=None if poses is None else [PoseItem.of(p) for p in poses],
-        classes=None if classes is None else [ClassItem.of(c) for c in classes],
-    )
-
-
 # --- state -------------------------------------------------------------------
 
 

@@ -4,8 +4,7 @@ Pipelines never talk to MQTT directly. They hand a result to
 :class:`ResultPublisher`, which builds the payload (assigning its ``id``) and
 passes a :class:`ResultEnvelope` to a :class:`Sink`. The sink *accepts* the
 result: it assigns ``seq`` and owns delivery from then on. The durable
-SQLite outbox (README "Delivery guarantees") is such a sink; :class:`DirectSink` is the
-in-memory one used when no outbox is configured.
+SQLite outbox (README "Delivery guarantees") is the sink the daemon uses.
 """
 
 from __future__ import annotations
@@ -13,7 +12,6 @@ from __future__ import annotations
 import dataclasses
 import os
 import resource
-import threading
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -78,34 +76,14 @@ class Sink(Protocol):
     def accept(self, envelope: ResultEnvelope) -> None: ...
 
 
-class DirectSink:
-    """Hands results straight to the MQTT client, numbering them in memory.
-
-    paho keeps QoS 1 messages queued while the broker is away, but only in
-    this process: a crash loses them and ``seq`` restarts. That is what the
-    durable outbox fixes; this sink exists for setups that opt out of it.
-    """
-
-    def __init__(self, mqtt: MqttClient) -> None:
-        self._mqtt = mqtt
-        self._lock = threading.Lock()
-        self._seq = 0
-
-    def accept(self, envelope: ResultEnvelope) -> None:
-        with self._lock:
-            self._seq += 1
-            message = envelope.with_seq(self._seq)
-            self._mqtt.send(message)
-
-
 class ResultPublisher:
     """Builds payloads for every result kind and publishes state and stats."""
 
-    def __init__(self, settings: Settings, mqtt: MqttClient, sink: Sink | None = None) -> None:
+    def __init__(self, settings: Settings, mqtt: MqttClient, sink: Sink) -> None:
         self._settings = settings
         self._mqtt = mqtt
         self.topics = mqtt.topics
-        self.sink: Sink = sink or DirectSink(mqtt)
+        self.sink = sink
         self._models: dict[str, ResolvedModel] = {}
         self._refs: dict[str, ModelRef] = {}
         # Object events still open, by (pipeline, track id).

@@ -14,8 +14,7 @@ from edged.errors import ModelError
 from edged.infer.base import Model
 from edged.tasks import Timing, VisionResult, VisionTask
 from edged.tasks.detection import ModelTask, check_expectation, pick_decoder
-from edged.track.tracker import iou
-from edged.types import Box, Detection, Frame, Keypoint, Pose
+from edged.types import Box, Detection, Frame, Keypoint, Pose, iou
 
 
 class PoseTask(ModelTask):

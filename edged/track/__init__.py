@@ -2,6 +2,6 @@
 
 from __future__ import annotations
 
-from edged.track.tracker import Track, Tracker, TrackEvent, iou
+from edged.track.tracker import Track, Tracker, TrackEvent
 
-__all__ = ["Track", "TrackEvent", "Tracker", "iou"]
+__all__ = ["Track", "TrackEvent", "Tracker"]

@@ -30,7 +30,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Literal
 
-from edged.types import Box, Detection
+from edged.types import Box, Detection, iou
 
 #: Track ids are unique per process run, across all trackers (and pipelines),
 #: so that an id in an event never refers to two different objects.
@@ -56,17 +56,6 @@ class TrackEvent:
 
     kind: Literal["new", "update", "end"]
     track: Track
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two ``[x_min, y_min, x_max, y_max]`` boxes."""
-    iw = min(a[2], b[2]) - max(a[0], b[0])
-    ih = min(a[3], b[3]) - max(a[1], b[1])
-    if iw <= 0 or ih <= 0:
-        return 0.0
-    inter = iw * ih
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def _shift(box: Box, dx: float, dy: float) -> Box:

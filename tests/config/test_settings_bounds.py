@@ -18,11 +18,9 @@ import pytest
 from edged.__main__ import main
 from edged.config.reference import bounds, reference_markdown
 from edged.config.settings import load_settings
-from edged.errors import ConfigError
+from edged.errors import EX_CONFIG, ConfigError
 from tests.helpers.daemon import write_config
 from tests.helpers.settings_keys import NumericKey, numeric_keys
-
-EX_CONFIG = 78
 
 
 def minimal() -> dict[str, Any]:

@@ -17,6 +17,7 @@ from structlog.testing import capture_logs
 from edged.config.settings import MetricsSettings
 from edged.daemon.app import App
 from edged.demo.broker import free_port
+from edged.errors import EX_CONFIG
 from tests.control.conftest import photos_config, start_app, wait_until_serving
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.commands import CommandClient
@@ -154,7 +155,7 @@ def test_check_refuses_metrics_without_prometheus_client(tmp_path: Path, models_
     result = subprocess.run(
         [sys.executable, "-c", code], capture_output=True, text=True, check=False
     )
-    assert result.returncode == 78, result.stderr
+    assert result.returncode == EX_CONFIG, result.stderr
     assert "metrics.enabled: prometheus-client is not installed" in result.stderr
 
 

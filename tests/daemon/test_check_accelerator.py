@@ -10,13 +10,12 @@ from typing import Any
 
 import pytest
 
+from edged.errors import EX_CONFIG
 from edged.infer import accel
 from tests.helpers.broker import RunningBroker
 from tests.helpers.daemon import base_config, write_config
 
 pytestmark = pytest.mark.broker
-
-EX_CONFIG = 78
 
 
 def edged(*args: str) -> subprocess.CompletedProcess[str]:

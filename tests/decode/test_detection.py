@@ -15,9 +15,9 @@ from edged.errors import ModelError
 from edged.infer.base import Model, TensorSpec
 from edged.infer.registry import load_model
 from edged.preprocess.image import ImageSpec, Letterbox, preprocess
-from edged.types import Detection
+from edged.types import Detection, iou
 from tests.helpers.onnx_models import build_yolov8_model
-from tests.helpers.vision import iou, read_rgb, reference_boxes
+from tests.helpers.vision import read_rgb, reference_boxes
 
 CATALOG = load_catalog()
 

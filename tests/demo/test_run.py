@@ -27,10 +27,10 @@ from edged.demo.run import (
     DEMO_MODELS,
     DEMO_PHOTOS,
     DEMO_SOUND,
-    EX_UNAVAILABLE,
     run_demo,
     stage_photos,
 )
+from edged.errors import EX_UNAVAILABLE
 from edged.label.golden import golden_dir, load_golden
 
 REPO = Path(__file__).resolve().parents[2]

@@ -28,6 +28,7 @@ import pytest
 
 from edged.catalog.catalog import load_catalog
 from edged.demo.broker import LocalBroker, free_port
+from edged.errors import EX_CONFIG
 from tests.deploy.conftest import require_deploy_tools
 from tests.deploy.machine import (
     REPORT,
@@ -503,7 +504,7 @@ def test_bad_config_fails_once_without_a_restart_loop(deployment: Deployment) ->
         state = d.state()
         assert state["ActiveState"] == "failed", state
         assert state["Result"] == "exit-code", state
-        assert state["ExecMainStatus"] == "78", state
+        assert state["ExecMainStatus"] == str(EX_CONFIG), state
         assert state["NRestarts"] == "0", state
         assert "mqtt.port" in d.journal_tail(), d.journal_tail()
     finally:

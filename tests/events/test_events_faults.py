@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from tests.events.conftest import walking_config
 from tests.helpers.broker import RunningBroker, matching
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, write_config
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
@@ -22,27 +23,8 @@ def test_an_unwritable_event_store_publishes_bare_ends_and_shows_degraded(
     failure is counted in ``stats`` and the pipeline shows ``degraded`` in ``state``."""
     blocker = tmp_path / "events"
     blocker.write_text("a file where the store's directory should be")
-    cfg = base_config(tmp_path, models_dir, broker)
-    cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "realtime": False,
-            "fps": 10,  # the clip's rate: the woman's event ends ~8 s before the file
-        }
-    ]
-    cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "threshold": 0.55,
-            "labels": ["person"],
-            "max_fps": 10,
-        }
-    ]
+    # At the clip's rate the woman's event ends ~8 s before the file.
+    cfg = walking_config(tmp_path, models_dir, media_dir, broker)
     cfg["events"] = {"dir": blocker, "snapshots": True}
     sub = broker.subscriber(f"{BASE}/#")
     with Daemon(write_config(tmp_path / "edged.toml", cfg)) as daemon:

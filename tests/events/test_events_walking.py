@@ -28,16 +28,17 @@ import pytest
 from edged.demo.broker import LocalBroker
 from edged.preprocess.jpeg import _pixels, crop_region
 from edged.publish.payloads import EventResult
+from tests.events.conftest import WALKING_FPS, walking_config
 from tests.helpers.broker import RunningBroker, _running, matching
 from tests.helpers.commands import CommandClient
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, write_config
 from tests.helpers.video import ffprobe
 
 pytestmark = [pytest.mark.broker, pytest.mark.slow]
 
 BASE = "edged/testdev"
 EVENTS = f"{BASE}/door/events"
-FPS = 10.0
+FPS = WALKING_FPS
 PRE_ROLL_S = 3.0
 POST_ROLL_S = 3.0  # longer than the tracker's 2 s max age: the end waits for it
 MARGIN = 0.15
@@ -45,31 +46,8 @@ W, H = 768, 432
 
 
 def config(tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker) -> Path:
-    cfg = base_config(tmp_path, models_dir, broker)
-    cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "realtime": False,
-            "fps": FPS,
-        }
-    ]
-    cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            # 0.55, not 0.5: at 18.6 s SSD reports the woman twice (0.69 and a
-            # 0.52 box inside hers), and the duplicate would take her track over.
-            "threshold": 0.55,
-            "labels": ["person"],
-            "max_fps": FPS,
-            # Every frame's result, so that a wall-clock timestamp maps to clip time.
-            "publish": "all",
-        }
-    ]
+    # Every frame's result, so that a wall-clock timestamp maps to clip time.
+    cfg = walking_config(tmp_path, models_dir, media_dir, broker, publish="all")
     cfg["events"] = {
         "dir": tmp_path / "events",
         "snapshots": True,

@@ -28,7 +28,7 @@ import numpy.typing as npt
 import pytest
 
 from edged.config.settings import FallSettings, load_settings
-from edged.errors import ConfigError
+from edged.errors import EX_CONFIG, ConfigError
 from edged.events.fall import FallWatch, posture
 from edged.events.onoff import Episode
 from edged.publish.payloads import EventResult, PoseResult
@@ -255,7 +255,7 @@ def test_check_refuses_a_detector_that_is_not_a_person_detector(
 ) -> None:
     """The detector is verified like the main model: exit 78 at pipelines[0].detector."""
     result = _check(_pose_config(tmp_path, models_dir, media_dir, detector=detector))
-    assert result.returncode == 78, result.stderr
+    assert result.returncode == EX_CONFIG, result.stderr
     assert "pipelines[0].detector: " in result.stderr
     assert problem in result.stderr
     assert "Traceback" not in result.stderr

@@ -30,7 +30,7 @@ import pytest
 
 from edged.capture.audio_factory import open_audio_source
 from edged.config.settings import PipelineSettings, SourceSettings, load_settings
-from edged.errors import ConfigError, ModelError
+from edged.errors import EX_CONFIG, ConfigError, ModelError
 from edged.events.sound import SampleRing, dbfs, write_wav_clip
 from edged.publish.payloads import EventResult
 from edged.runtime.audio import AudioPipeline
@@ -262,7 +262,7 @@ def test_check_names_a_misspelt_group_label_by_key_path(
         timeout=60,
         check=False,
     )
-    assert result.returncode == 78, result.stderr
+    assert result.returncode == EX_CONFIG, result.stderr
     assert "pipelines[0].sound_events.groups.dog[1]: 'bark' is not a label" in result.stderr
     assert "'Bark'" in result.stderr
     assert "groups.dog[0]" not in result.stderr

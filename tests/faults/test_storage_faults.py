@@ -16,6 +16,7 @@ from typing import Any
 
 import pytest
 
+from edged.errors import EX_CONFIG
 from tests.faults.test_daemon_faults import clip_config
 from tests.helpers.broker import Received, RunningBroker, Subscriber
 from tests.helpers.daemon import Daemon, write_config
@@ -111,7 +112,7 @@ def test_an_outbox_path_that_cannot_be_written_exits_78_naming_outbox_path(
     config.write_text(text)
     with Daemon(config) as daemon:
         rc = daemon.wait(60)
-    assert rc == 78, daemon.output
+    assert rc == EX_CONFIG, daemon.output
     assert "outbox.path" in daemon.output
     assert "cannot create its directory" in daemon.output
     assert "Traceback" not in daemon.output

@@ -1,4 +1,4 @@
-"""Small helpers for vision tests: read photos as RGB, IoU, reference boxes."""
+"""Small helpers for vision tests: read photos as RGB, reference boxes."""
 
 from __future__ import annotations
 
@@ -19,15 +19,6 @@ def read_rgb(path: Path) -> npt.NDArray[np.uint8]:
     bgr = cv2.imread(str(path), cv2.IMREAD_COLOR)
     assert bgr is not None, f"cannot read {path}"
     return np.ascontiguousarray(bgr[:, :, ::-1])
-
-
-def iou(a: Box, b: Box) -> float:
-    """Intersection over union of two [x0, y0, x1, y1] boxes."""
-    ix = max(0.0, min(a[2], b[2]) - max(a[0], b[0]))
-    iy = max(0.0, min(a[3], b[3]) - max(a[1], b[1]))
-    inter = ix * iy
-    union = (a[2] - a[0]) * (a[3] - a[1]) + (b[2] - b[0]) * (b[3] - b[1]) - inter
-    return inter / union if union > 0 else 0.0
 
 
 def reference_boxes(image: str) -> list[tuple[str, Box]]:

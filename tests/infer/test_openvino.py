@@ -25,13 +25,13 @@ import pytest
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve_entry
 from edged.config.settings import PipelineSettings
+from edged.errors import EX_CONFIG
 from edged.infer.registry import load_model
 from edged.label.golden import read_image
 from edged.tasks import build_task
-from edged.types import Frame
+from edged.types import Frame, iou
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
-from tests.helpers.vision import iou
 
 pytestmark = pytest.mark.slow
 
@@ -262,7 +262,7 @@ def test_an_openvino_device_that_is_absent_is_a_config_error(
          str(_config(tmp_path, models, media_dir, None, "openvino:GPU"))],
         capture_output=True, text=True, timeout=120, check=False, env=_env(),
     )  # fmt: skip
-    assert check.returncode == 78, check.stderr[-2000:]
+    assert check.returncode == EX_CONFIG, check.stderr[-2000:]
     assert "pipelines[0].accelerator: yolox_nano.onnx: the OpenVINOExecutionProvider" in (
         check.stderr
     )

@@ -13,7 +13,7 @@ import pytest
 
 from edged.errors import ModelError, RuntimeUnavailableError
 from edged.infer import litert
-from edged.infer.registry import load_model, runtime_for, runtime_versions
+from edged.infer.registry import load_model, runtime_for
 
 SSD = "coco_ssd_mobilenet_v1_1.0_quant.tflite"
 YOLOX = "yolox_nano.onnx"
@@ -114,13 +114,6 @@ def test_runtime_is_chosen_by_suffix() -> None:
     assert runtime_for(Path("a.TFLITE")) == "litert"
     with pytest.raises(ModelError, match=r"suffix '\.pt'"):
         runtime_for(Path("a.pt"))
-
-
-def test_versions_are_reported() -> None:
-    """Each runtime reports its name and version for labels and state."""
-    versions = runtime_versions()
-    assert versions["litert"].startswith("ai-edge-litert ")
-    assert versions["onnxruntime"].startswith("onnxruntime ")
 
 
 def test_tflite_runtime_fallback(model_mirror: Path, monkeypatch: pytest.MonkeyPatch) -> None:

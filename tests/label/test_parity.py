@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from edged.__main__ import main
+from edged.errors import EX_CONFIG
 from edged.label.nutrition import (
     Accuracy,
     Latency,
@@ -111,6 +112,6 @@ def test_bench_on_an_absent_accelerator_is_a_config_error(
     err = capsys.readouterr().err
     if "cuda" in err and rc == 0:
         pytest.skip("CUDA is installed here")
-    assert rc == 78
+    assert rc == EX_CONFIG
     assert "--accelerator: yolox-nano-coco: cuda is not installed on this device" in err
     assert "CPUExecutionProvider" in err

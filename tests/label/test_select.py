@@ -7,6 +7,7 @@ from pathlib import Path
 import pytest
 
 from edged.__main__ import main
+from edged.errors import EX_FAILURE, EX_USAGE
 from edged.label.nutrition import Accuracy, Latency, NutritionLabel
 from edged.label.select import Requirement, SelectError, check_metrics, select, write_config
 
@@ -177,7 +178,7 @@ class TestOnTheShippedGoldenSet:
         rc = self.run(
             label_models, media_dir, "--require", "recall(person)>=0.9", "--require", "p95_ms<=0.01"
         )
-        assert rc == 1
+        assert rc == EX_FAILURE
         out = capsys.readouterr()
         # every (detector, accelerator) pair tried and failed: 3 on the CPU, SSD on XNNPACK
         assert out.out.count("failed") == 4
@@ -191,7 +192,7 @@ class TestOnTheShippedGoldenSet:
         media_dir: Path,
         capsys: pytest.CaptureFixture[str],
     ) -> None:
-        assert self.run(label_models, media_dir, "--require", "recal(person)>=0.9") == 64
+        assert self.run(label_models, media_dir, "--require", "recal(person)>=0.9") == EX_USAGE
         assert "no candidate has a metric 'recal(person)'" in capsys.readouterr().err
 
     def test_writes_the_choice_into_the_config(

@@ -5,6 +5,9 @@
 - :class:`HostileServer`: a small aiohttp server in a thread whose behaviour
   can be switched while a daemon talks to it (stall, 500s, a 50 MB answer,
   401, a certificate for another host). It counts every request it gets.
+- :class:`TrickleServer`: answers one path a byte at a time, for deadlines.
+
+The last two share :class:`_LoopbackServer`: TLS context, port, loop thread.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ import urllib.request
 from collections import Counter
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Self
 
 from aiohttp import web
 
@@ -141,7 +144,49 @@ class CloudServer:
 Mode = Literal["ok", "stall", "error500", "huge", "unauthorized", "wrong_host", "long_labels"]
 
 
-class HostileServer:
+class _LoopbackServer:
+    """An HTTPS server on loopback, run by an event loop of its own in a daemon thread.
+
+    Subclasses start listening in :meth:`_serve` and stop in :meth:`_shutdown`,
+    both on that loop; :meth:`start` returns once the server listens.
+    """
+
+    def __init__(self, tls: TlsMaterial, name: str) -> None:
+        self.port = free_port()
+        self.url = f"https://127.0.0.1:{self.port}"
+        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        self.context.load_cert_chain(tls.cert, tls.key)
+        self._name = name
+        self._loop = asyncio.new_event_loop()
+        self._ready = threading.Event()
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    async def _serve(self) -> None:
+        raise NotImplementedError
+
+    async def _shutdown(self) -> None:
+        raise NotImplementedError
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self._loop)
+        self._loop.run_until_complete(self._serve())
+        self._ready.set()
+        self._loop.run_forever()
+        self._loop.run_until_complete(self._shutdown())
+        self._loop.close()
+
+    def start(self) -> Self:
+        self._thread.start()
+        assert self._ready.wait(10), f"{self._name} server did not start"
+        return self
+
+    def close(self) -> None:
+        if self._thread.is_alive():
+            self._loop.call_soon_threadsafe(self._loop.stop)
+            self._thread.join(10)
+
+
+class HostileServer(_LoopbackServer):
     """An HTTPS server on loopback that misbehaves on request, counting what it receives.
 
     Every answer closes its connection, so a new mode (the certificate for
@@ -152,18 +197,12 @@ class HostileServer:
     STALL_S = 10.0
 
     def __init__(self, tls: TlsMaterial, workdir: Path) -> None:
-        self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        super().__init__(tls, "hostile")
         self._tls = tls
         self._other = make_host_cert(tls, workdir, "other.example")
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(tls.cert, tls.key)
         self.mode: Mode = "ok"
         self.requests: Counter[tuple[str, str]] = Counter()  # (mode, path) → count
         self._lock = threading.Lock()
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="hostile", daemon=True)
 
     def set_mode(self, mode: Mode) -> None:
         """Switch behaviour; new TLS handshakes present the other host's certificate if asked."""
@@ -246,32 +285,20 @@ class HostileServer:
         resp.force_close()
         return resp
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
+    async def _serve(self) -> None:
         app = web.Application()
         app.router.add_get("/health", self._health)
         app.router.add_post("/v1/detect", self._detect)
         self._runner = web.AppRunner(app, access_log=None, handler_cancellation=True)
-        self._loop.run_until_complete(self._runner.setup())
+        await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", self.port, ssl_context=self.context)
-        self._loop.run_until_complete(site.start())
-        self._ready.set()
-        self._loop.run_forever()
-        self._loop.run_until_complete(self._runner.cleanup())
-        self._loop.close()
+        await site.start()
 
-    def start(self) -> HostileServer:
-        self._thread.start()
-        assert self._ready.wait(10), "hostile server did not start"
-        return self
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+    async def _shutdown(self) -> None:
+        await self._runner.cleanup()
 
 
-class TrickleServer:
+class TrickleServer(_LoopbackServer):
     """An HTTPS server on loopback that answers one path a byte at a time.
 
     The answer is valid and complete in the end — status line, headers, body —
@@ -283,17 +310,11 @@ class TrickleServer:
     """
 
     def __init__(self, tls: TlsMaterial, slow_path: str, interval_s: float = 0.5) -> None:
-        self.port = free_port()
-        self.url = f"https://127.0.0.1:{self.port}"
+        super().__init__(tls, "trickle")
         self.slow_path = slow_path
         self.interval_s = interval_s
-        self.context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-        self.context.load_cert_chain(tls.cert, tls.key)
         self.requests: Counter[str] = Counter()
         self.held_s: list[float] = []
-        self._loop = asyncio.new_event_loop()
-        self._ready = threading.Event()
-        self._thread = threading.Thread(target=self._run, name="trickle", daemon=True)
 
     @staticmethod
     def _answer(path: str, body: bytes) -> bytes:
@@ -352,26 +373,15 @@ class TrickleServer:
         finally:
             writer.close()
 
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        server = self._loop.run_until_complete(
-            asyncio.start_server(self._handle, "127.0.0.1", self.port, ssl=self.context)
+    async def _serve(self) -> None:
+        self._server = await asyncio.start_server(
+            self._handle, "127.0.0.1", self.port, ssl=self.context
         )
-        self._ready.set()
-        self._loop.run_forever()
-        server.close()
-        tasks = asyncio.all_tasks(self._loop)
+
+    async def _shutdown(self) -> None:
+        self._server.close()
+        # The handlers still trickling: cancelled, and waited for.
+        tasks = asyncio.all_tasks() - {asyncio.current_task()}
         for task in tasks:
             task.cancel()
-        self._loop.run_until_complete(asyncio.gather(*tasks, return_exceptions=True))
-        self._loop.close()
-
-    def start(self) -> TrickleServer:
-        self._thread.start()
-        assert self._ready.wait(10), "trickle server did not start"
-        return self
-
-    def close(self) -> None:
-        if self._thread.is_alive():
-            self._loop.call_soon_threadsafe(self._loop.stop)
-            self._thread.join(10)
+        await asyncio.gather(*tasks, return_exceptions=True)

@@ -14,11 +14,12 @@ import urllib.request
 from pathlib import Path
 from typing import Any
 
+from edged.errors import EX_CONFIG
 from edged.offload.protocol import DetectRequest, DetectResponse, FrameSize
 from edged.preprocess.jpeg import WHOLE, crop_region, prepare
-from edged.types import Box
+from edged.types import Box, iou
 from tests.helpers.broker import TlsMaterial
-from tests.helpers.vision import iou, read_rgb
+from tests.helpers.vision import read_rgb
 from tests.offload.conftest import TOKEN
 from tests.offload.servers import CloudServer
 
@@ -150,7 +151,7 @@ class TestReferenceServer:
             [sys.executable, "-m", "edged", "cloud", "serve", "--models-dir", str(models_dir)],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        assert done.returncode == 78
+        assert done.returncode == EX_CONFIG
         assert "--token-file" in done.stderr
 
     def test_the_cli_refuses_limits_that_are_not_positive(self, models_dir: Path) -> None:
@@ -159,6 +160,6 @@ class TestReferenceServer:
              "--max-pixels", "0", "--header-timeout-s", "nan"],
             capture_output=True, text=True, timeout=60, check=False,
         )  # fmt: skip
-        assert done.returncode == 78
+        assert done.returncode == EX_CONFIG
         assert "--max-pixels" in done.stderr
         assert "--header-timeout-s" in done.stderr

@@ -1,8 +1,11 @@
-"""Fixtures the outbox tests share: outboxes and MQTT clients closed at teardown, a roomy broker."""
+"""What the publish tests share: outboxes and MQTT clients closed at teardown, a roomy broker.
+
+Also ``wait_until`` (polling) and ``events`` (log events by name), imported by the tests.
+"""
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
 from typing import Any
 
@@ -12,7 +15,9 @@ from edged.config.settings import MqttSettings
 from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
 from tests.helpers.broker import RunningBroker
-from tests.helpers.outbox_child import DEVICE, RoomyBroker
+from tests.helpers.outbox_child import DEVICE, RoomyBroker, wait_until
+
+__all__ = ["MakeClient", "MakeOutbox", "events", "wait_until"]
 
 MakeOutbox = Callable[..., Outbox]
 MakeClient = Callable[..., MqttClient]
@@ -40,8 +45,10 @@ def make_client() -> Iterator[MakeClient]:
     """Build and start MqttClients; every one is stopped at teardown."""
     made: list[MqttClient] = []
 
-    def make(settings: MqttSettings) -> MqttClient:
-        client = MqttClient(settings, DEVICE)
+    def make(
+        settings: MqttSettings, password: str | None = None, *, device: str = DEVICE, **kw: Any
+    ) -> MqttClient:
+        client = MqttClient(settings, device, password, **kw)
         made.append(client)
         client.start()
         return client
@@ -60,3 +67,8 @@ def roomy(tmp_path: Path) -> Iterator[RunningBroker]:
         yield running
     finally:
         running.close()
+
+
+def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
+    """The captured log events called ``name``."""
+    return [e for e in logs if e["event"] == name]

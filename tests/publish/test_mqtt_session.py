@@ -9,19 +9,16 @@ same client id (closing the socket, no reason code).
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Iterator, MutableMapping
 from pathlib import Path
-from typing import Any
 
 import pytest
 from structlog.testing import capture_logs
 
-from edged.config.settings import MqttSettings
 from edged.errors import PublishError
-from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import Message
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.publish.conftest import MakeClient, events, wait_until
 
 pytestmark = pytest.mark.broker
 
@@ -29,37 +26,6 @@ DEV = "dev1"
 GOOD = f"edged/{DEV}/front/detections"
 #: Within mosquitto's packet limits but over its 201-level topic limit.
 DEEP = f"edged/{DEV}/" + "/".join(["x"] * 250)
-
-MakeClient = Callable[..., MqttClient]
-
-
-@pytest.fixture
-def make_client() -> Iterator[MakeClient]:
-    """Build and start MqttClients; every one is stopped at teardown."""
-    clients: list[MqttClient] = []
-
-    def make(settings: MqttSettings, device: str = DEV) -> MqttClient:
-        client = MqttClient(settings, device)
-        clients.append(client)
-        client.start()
-        return client
-
-    yield make
-    for c in clients:
-        c.stop(timeout=1.0)
-
-
-def wait_until(cond: Callable[[], bool], timeout: float = 5.0) -> bool:
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        if cond():
-            return True
-        time.sleep(0.02)
-    return cond()
-
-
-def events(logs: list[MutableMapping[str, Any]], name: str) -> list[MutableMapping[str, Any]]:
-    return [e for e in logs if e["event"] == name]
 
 
 def test_publish_refuses_a_topic_the_broker_would_drop_the_session_over(

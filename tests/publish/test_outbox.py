@@ -21,7 +21,7 @@ from edged.config.settings import OutboxSettings
 from edged.demo.broker import free_port
 from edged.errors import PublishError
 from edged.publish.outbox import Outbox
-from edged.publish.payloads import Message
+from edged.publish.payloads import DetectionResult, ResultEnvelope
 from tests.helpers.broker import RunningBroker, Subscriber, matching
 from tests.helpers.disks import fill_up, tmpfs
 from tests.helpers.outbox_child import (
@@ -44,6 +44,14 @@ DETECTIONS = f"edged/{DEVICE}/+/detections"
 def rss_mb() -> float:
     with open("/proc/self/statm") as fh:
         return int(fh.read().split()[1]) * os.sysconf("SC_PAGE_SIZE") / 2**20
+
+
+def huge_result() -> ResultEnvelope:
+    """A result of over 3 MiB (one detection with a 3 MiB label)."""
+    r = result(0).result
+    assert isinstance(r, DetectionResult)
+    item = r.detections[0].model_copy(update={"label": "x" * (3 * 2**20)})
+    return ResultEnvelope(f"edged/{DEVICE}/huge", r.model_copy(update={"detections": [item]}))
 
 
 def seqs_by_topic(payloads: list[tuple[str, bytes]]) -> dict[str, list[int]]:
@@ -132,19 +140,6 @@ class TestAccept:
         outbox.flush()
         assert outbox.stats().unflushed == 0
         assert outbox.stats().accepted == 6
-
-    def test_put_keeps_order_with_results_and_takes_no_seq(
-        self, make_outbox: MakeOutbox, tmp_path: Path
-    ) -> None:
-        """Non-result messages are stored in order between results, without a seq."""
-        outbox = make_outbox()
-        outbox.accept(result(0))
-        outbox.put(Message(f"edged/{DEVICE}/front/events", b'{"event":"x"}'))
-        outbox.accept(result(1))
-        outbox.flush()
-        rows = stored(tmp_path / "outbox.sqlite3")
-        assert [r[1] for r in rows] == [1, None, 2]
-        assert rows[1][3] == f"edged/{DEVICE}/front/events"
 
     def test_concurrent_accepts_get_unique_contiguous_seq(
         self, make_outbox: MakeOutbox, tmp_path: Path
@@ -294,7 +289,7 @@ def test_disk_full_rotates_refuses_clearly_and_never_loses_committed_rows(
     assert kept.refused == 0
     assert kept.last_seq == 13_000
 
-    outbox.put(Message(f"edged/{DEVICE}/huge", bytes(3 * 2**20)))  # can never fit
+    outbox.accept(huge_result())  # can never fit
     with pytest.raises(PublishError, match=r"could not be stored .*ENOSPC"):
         outbox.flush()
     outbox.accept(result(0))  # accepting never raises a storage error
@@ -312,8 +307,8 @@ def test_disk_full_rotates_refuses_clearly_and_never_loses_committed_rows(
     assert outbox.stats().error is None
     outbox.close()
     rows = stored(path)
-    # The one accepted during the fault used up its number: a gap says it was lost.
-    assert rows[-1][1] == 13_002
+    # The two accepted during the fault used up their numbers: a gap says they were lost.
+    assert rows[-1][1] == 13_003
     assert rows[-2][1] <= 13_000
     db = sqlite3.connect(path)
     try:
@@ -358,7 +353,7 @@ class TestDelivery:
         """A message MQTT refuses (wildcard topic) is evicted as invalid; later ones flow."""
         sub = roomy.subscriber(DETECTIONS)
         outbox = make_outbox()
-        outbox.put(Message(f"edged/{DEVICE}/bad/#", b"x"))
+        outbox.accept(ResultEnvelope(f"edged/{DEVICE}/bad/#", result(1).result))
         outbox.accept(result(0))
         outbox.start(make_client(roomy.settings()))
         sub.wait_for(matching(DETECTIONS))

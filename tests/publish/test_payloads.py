@@ -19,6 +19,7 @@ from edged.publish.payloads import (
     DetectionResult,
     Message,
     ModelRef,
+    OffloadResult,
     ResultEnvelope,
     State,
     Timing,
@@ -27,7 +28,6 @@ from edged.publish.payloads import (
     encode,
     iso_utc,
     new_id,
-    offload_result,
     payload_json_schemas,
     pose_result,
 )
@@ -252,7 +252,21 @@ def test_audio_payload_shape() -> None:
 def test_offload_verdict_refers_to_local_result() -> None:
     """An offload verdict has ref = the local id, its own id, and exactly one verdict list."""
     local = det_result()
-    verdict = offload_result(local, model=MODEL, detections=[detection()])
+
+    def verdict_on(local: DetectionResult, detections: list[DetectionItem] | None) -> OffloadResult:
+        # As the offload service builds it: the local result's identity, ref = its id.
+        return OffloadResult(
+            ts=local.ts,
+            device=local.device,
+            pipeline=local.pipeline,
+            source=local.source,
+            ref=local.id,
+            model=MODEL,
+            frame=local.frame,
+            detections=detections,
+        )
+
+    verdict = verdict_on(local, detections=[DetectionItem.of(detection())])
     body = json.loads(ResultEnvelope.of(TOPICS, verdict).with_seq(2).payload)
     assert body["ref"] == local.id
     assert body["id"] != local.id
@@ -260,7 +274,7 @@ def test_offload_verdict_refers_to_local_result() -> None:
     assert "poses" not in body
     assert ResultEnvelope.of(TOPICS, verdict).topic == "edged/pi-kitchen/front/offload"
     with pytest.raises(ValidationError, match="exactly one"):
-        offload_result(local, model=MODEL)
+        verdict_on(local, None)
 
 
 def test_state_payload() -> None:

@@ -23,10 +23,10 @@ import pytest
 from edged.demo.broker import free_port
 from edged.publish.mqtt import MqttClient
 from edged.publish.outbox import Outbox
-from edged.publish.payloads import Message
+from edged.publish.payloads import ResultEnvelope
 from edged.publish.reconnect import Backoff, Regime, tcp_failed
 from tests.helpers.broker import Subscriber, matching
-from tests.helpers.outbox_child import DEVICE, RoomyBroker, mqtt_settings, results
+from tests.helpers.outbox_child import DEVICE, RoomyBroker, mqtt_settings, result, results
 
 DETECTIONS = f"edged/{DEVICE}/+/detections"
 
@@ -200,13 +200,13 @@ def test_an_unpublishable_outbox_row_is_dropped_and_the_rest_delivered(
         client.start()
         assert client.wait_connected(5)
         deep = f"edged/{DEVICE}/" + "/".join(["x"] * 250)
-        outbox.put(Message(deep, b"poison", qos=1))
+        outbox.accept(ResultEnvelope(deep, result(99).result))  # takes seq 1
         envelopes = list(results(10))
         for e in envelopes:
             outbox.accept(e)
         outbox.flush()
         for i, e in enumerate(envelopes):
-            sub.wait_for(matching(DETECTIONS, e.with_seq(i + 1).payload), timeout=20)
+            sub.wait_for(matching(DETECTIONS, e.with_seq(i + 2).payload), timeout=20)
         deadline = time.monotonic() + 5
         while outbox.stats().depth and time.monotonic() < deadline:
             time.sleep(0.05)

@@ -24,8 +24,7 @@ from edged.runtime.graph import Graph, two_stage_pose
 from edged.tasks import TASKS, VisionTask, build_task
 from edged.tasks.detection import DetectionTask, image_spec
 from edged.tasks.pose import PoseTask, TwoStagePoseTask
-from edged.track.tracker import iou
-from edged.types import Frame, Pose
+from edged.types import Frame, Pose, iou
 from tests.helpers.vision import read_rgb
 
 

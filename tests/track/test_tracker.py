@@ -9,15 +9,13 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from hypothesis import given
-from hypothesis import strategies as st
 
 from edged.catalog.catalog import load_catalog
 from edged.catalog.resolve import resolve
 from edged.config.settings import Settings
 from edged.infer.registry import load_model
 from edged.tasks.detection import DetectionTask
-from edged.track import Track, Tracker, TrackEvent, iou
+from edged.track import Track, Tracker, TrackEvent
 from edged.types import Box, Detection, Frame
 
 FPS = 10.0
@@ -55,23 +53,6 @@ def assert_lifecycle(kinds: list[str]) -> None:
     assert kinds.count("new") == 1
     assert kinds.count("end") <= 1
     assert "end" not in kinds[:-1]
-
-
-box_coord = st.floats(0.0, 0.9, allow_nan=False)
-box_size = st.floats(0.01, 0.5, allow_nan=False)
-boxes = st.builds(lambda x, y, w, h: (x, y, x + w, y + h), box_coord, box_coord, box_size, box_size)
-
-
-@given(boxes, boxes)
-def test_iou_is_symmetric_bounded_and_one_on_itself(a: Box, b: Box) -> None:
-    assert iou(a, b) == pytest.approx(iou(b, a))
-    assert 0.0 <= iou(a, b) <= 1.0
-    assert iou(a, a) == pytest.approx(1.0)
-
-
-def test_iou_known_values() -> None:
-    assert iou((0, 0, 1, 1), (0.5, 0, 1.5, 1)) == pytest.approx(1 / 3)
-    assert iou((0, 0, 1, 1), (1, 1, 2, 2)) == 0.0
 
 
 def test_steady_walker_keeps_one_id_with_sparse_events() -> None:
