@@ -55,12 +55,6 @@ KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset(
         ("edged.rollout.manager", "edged.daemon.app"),
         # runtime/graph.py checks models with daemon/check.py's helpers (helper A's file).
         ("edged.runtime.graph", "edged.daemon.check"),
-        # Not A's files, not done yet (issue 16): the offload gate types its pipeline, and
-        # the service attaches gates, with runtime's classes; the publisher's stats and
-        # event hooks type the runtime graph and the event recorder. Each wants a small
-        # Protocol on the lower side (what it reads of the higher object).
-        ("edged.publish.results", "edged.events.recorder"),
-        ("edged.publish.results", "edged.runtime.graph"),
     }
 )
 

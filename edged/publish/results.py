@@ -13,7 +13,7 @@ import dataclasses
 import os
 import resource
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -47,15 +47,59 @@ from edged.publish.payloads import (
 from edged.tasks import VisionResult
 from edged.tasks.audio import AudioResult
 from edged.track.tracker import TrackEvent
-from edged.types import Detection, EventNote, Frame, Pose
+from edged.types import Box, Detection, EventNote, Frame, Pose
 from edged.zones.stage import ZoneUpdate
 
 if TYPE_CHECKING:
-    from edged.events.recorder import EventRecorder
     from edged.publish.outbox import Outbox
-    from edged.runtime.graph import Graph
 
 log = structlog.get_logger(__name__)
+
+
+# What the publisher reads of objects from the layers above it (events/,
+# runtime/): small Protocols here, so that publish imports nothing upward.
+class BestFrame(Protocol):
+    """A live track's best frame so far (events/snapshots.py's ``Best``)."""
+
+    @property
+    def score(self) -> float: ...
+    @property
+    def box(self) -> Box: ...
+
+
+class EventHooks(Protocol):
+    """The event recorder (events/recorder.py) as the publisher calls it."""
+
+    def opened(self, pipeline: str, track_id: int, event_id: str, start: float) -> None: ...
+    def top(self, pipeline: str, track_id: int) -> BestFrame | None: ...
+    def ended(self, pipeline: str, track_id: int, payload: EventResult, end: float) -> None: ...
+
+
+class _HasStats(Protocol):
+    def stats(self) -> Any: ...
+
+
+class _SourceState(Protocol):
+    @property
+    def state(self) -> str: ...
+    @property
+    def fps(self) -> float | None: ...
+
+
+class _Loaded(Protocol):
+    @property
+    def accelerator(self) -> str: ...
+
+
+class StatsGraph(Protocol):
+    """The running graph (runtime/graph.py) as ``stats`` reads it."""
+
+    @property
+    def pipelines(self) -> Mapping[str, _HasStats]: ...
+    @property
+    def models(self) -> Mapping[str, tuple[object, _Loaded]]: ...
+    def sources(self) -> Mapping[str, _SourceState]: ...
+
 
 #: A track's zones at the frame being published (``Occupancy.zones_of``).
 ZonesOf = Callable[[int], tuple[str, ...]]
@@ -89,7 +133,7 @@ class ResultPublisher:
         # Object events still open, by (pipeline, track id).
         self._events: dict[tuple[str, int], _OpenEvent] = {}
         #: Keeps events' best frames and writes their media (``[events]``); None: no media.
-        self.recorder: EventRecorder | None = None
+        self.recorder: EventHooks | None = None
         self._runtimes: dict[str, str] = {}
         self._accelerators: dict[str, str] = {}  # model name → the accelerator it runs on
         self._labelled: set[str] = set()  # models whose label is retained on the broker
@@ -344,7 +388,7 @@ class ResultPublisher:
         """Publish the retained ``state`` document."""
         self._mqtt.send(Message(self.topics.state, encode(state), qos=1, retain=True))
 
-    def publish_stats(self, graph: Graph, outbox: Outbox | None, started_mono: float) -> None:
+    def publish_stats(self, graph: StatsGraph, outbox: Outbox | None, started_mono: float) -> None:
         """Publish one ``stats`` message (QoS 0: a lost sample is replaced by the next)."""
         stats = self.stats(graph, outbox, started_mono)
         # exclude_unset: a key is in the message exactly when its owner reported it
@@ -352,7 +396,7 @@ class ResultPublisher:
         payload = stats.model_dump_json(exclude_unset=True).encode()
         self._mqtt.send(Message(self.topics.stats, payload, qos=0))
 
-    def stats(self, graph: Graph, outbox: Outbox | None, started_mono: float) -> Stats:
+    def stats(self, graph: StatsGraph, outbox: Outbox | None, started_mono: float) -> Stats:
         """The ``stats`` payload: per-pipeline rates and latencies, outbox, process.
 
         Built through :class:`~edged.publish.payloads.Stats`, so a section that
@@ -387,7 +431,7 @@ class ResultPublisher:
         return Stats.model_validate(doc)
 
 
-def _accelerator_of(graph: Graph, pipeline: str) -> dict[str, str]:
+def _accelerator_of(graph: StatsGraph, pipeline: str) -> dict[str, str]:
     """``{"accelerator": ...}`` of the model a pipeline runs (stats name it per pipeline)."""
     loaded = graph.models.get(pipeline)
     return {} if loaded is None else {"accelerator": loaded[1].accelerator}
