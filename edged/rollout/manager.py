@@ -136,7 +136,7 @@ class RolloutManager:
 
     def _pipeline(self, name: str) -> tuple[Pipeline, tuple[ResolvedModel, Model]]:
         app = self._app
-        with app._lock:  # the rollout is App's own (see edged.control.controller)
+        with app.runtime.lock:  # the graph must not be swapped meanwhile (edged.runtime.runtime)
             found = app.graph.pipelines.get(name)
             if found is None:
                 known = ", ".join(sorted(app.graph.pipelines)) or "none"
@@ -252,7 +252,7 @@ class RolloutManager:
         name = run.pipeline.name
         resolved, model = run.new
         try:
-            with app._lock:
+            with app.runtime.lock:
                 if app.graph.pipelines.get(name) is not run.pipeline:
                     raise EdgedError("a reload replaced the pipeline meanwhile")
                 run.previous_task = run.pipeline.swap_task(
@@ -336,7 +336,7 @@ class RolloutManager:
         resolved, model = run.old
         assert run.previous_task is not None
         try:
-            with app._lock:
+            with app.runtime.lock:
                 run.pipeline.swap_task(
                     run.previous_task, lambda: self._register(name, resolved, model)
                 )
