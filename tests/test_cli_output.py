@@ -129,7 +129,7 @@ def journal_run(
     try:
         deadline = time.monotonic() + 60
         # The whole damaged file has been decoded once the pipeline says so.
-        while b"pipeline_finished" not in stderr.read_bytes():
+        while b"pipeline.finished" not in stderr.read_bytes():
             assert proc.poll() is None, stderr.read_text(errors="replace")[-3000:]
             assert time.monotonic() < deadline, stderr.read_text(errors="replace")[-3000:]
             time.sleep(0.2)

@@ -175,7 +175,7 @@ class CommandRouter:
             try:
                 self._handle(request)
             except Exception:  # one bad request must not end the worker
-                log.exception("command_failed", command=show(request.command))
+                log.exception("command.failed", command=show(request.command))
 
     def _handle(self, request: Request) -> None:
         """Validate, run and answer one request."""
@@ -200,7 +200,7 @@ class CommandRouter:
             doc = {"ok": False, "error": str(exc), **exc.details}
             self._refused(request, exc)
         except Exception:  # a bug in one command must still get an answer
-            log.exception("command_crashed", command=request.command)
+            log.exception("command.crashed", command=request.command)
             doc = {"ok": False, "error": f"{request.command}: internal error; see the daemon's log"}
         if doc["ok"]:
             self.counters.ok += 1
@@ -307,7 +307,7 @@ class CommandRouter:
                 topic, encode_reply(doc), qos=qos, correlation_data=request.props.correlation_data
             )
         except PublishError as exc:
-            log.warning("command_reply_failed", topic=show(topic), error=str(exc))
+            log.warning("command.reply_failed", topic=show(topic), error=str(exc))
 
     def _refused(self, request: Request, error: CommandError) -> None:
         """Log refusals once per interval, with how many there were (worker thread only)."""
@@ -316,7 +316,7 @@ class CommandRouter:
         if now - self._last_refusal_log >= _REFUSAL_LOG_EVERY_S:
             self._last_refusal_log = now
             log.info(
-                "command_refused",
+                "command.refused",
                 command=show(request.command),
                 error=str(error),
                 refused_since_last_log=self._refusals,

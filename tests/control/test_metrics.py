@@ -123,7 +123,7 @@ def test_a_port_in_use_leaves_the_daemon_running_without_metrics(
         try:
             assert second.control.metrics is not None
             assert second.control.metrics.address is None
-            assert any(e["event"] == "metrics_unavailable" for e in logs)
+            assert any(e["event"] == "metrics.unavailable" for e in logs)
             sub.wait_for(matching("edged/other/door/detections"), timeout=10)
         finally:
             stop_second()

@@ -199,7 +199,7 @@ def fuzz_response_topics(fuzzed: FuzzTarget, cases: int, seed: int) -> None:
     log = fuzzed.daemon.output
     assert "mqtt.disconnected" not in log, log[-3000:]
     assert "mqtt.unpublishable" not in log
-    assert "command_failed" not in log
+    assert "command.failed" not in log
     assert_still_serving(fuzzed)  # ping, results flow, SIGTERM exits 0, no traceback
 
 

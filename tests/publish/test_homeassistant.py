@@ -105,7 +105,7 @@ def wait_state(sub: Subscriber, name: str, after: int = 0, **want: Any) -> bytes
 def wait_running(daemon: Daemon, timeout: float = 30) -> None:
     """Until the daemon logged ``running``: its SIGHUP handler is installed from then on."""
     deadline = time.monotonic() + timeout
-    while '"event": "running"' not in daemon.output:
+    while '"event": "app.running"' not in daemon.output:
         assert time.monotonic() < deadline, daemon.output[-2000:]
         time.sleep(0.1)
 
