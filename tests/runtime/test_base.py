@@ -25,9 +25,9 @@ from edged.capture.factory import open_video_source
 from edged.config.settings import PipelineSettings, SourceSettings
 from edged.decode.audio import ScoreSmoother
 from edged.errors import DecodeError
+from edged.log import RECOVER_AFTER
 from edged.runtime.audio import AudioPipeline
 from edged.runtime.base import PipelineBase
-from edged.runtime.stages import RECOVER_AFTER
 from edged.runtime.video import Pipeline
 from edged.tasks import Timing, VisionResult
 from edged.tasks.audio import WINDOW, AudioResult
