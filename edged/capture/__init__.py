@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from edged.capture.base import SourceStatus, VideoSource
 from edged.capture.factory import open_video_source
-from edged.capture.lifecycle import SourceState
+from edged.capture.lifecycle import LifecycleState
 from edged.capture.slot import LatestSlot
 
-__all__ = ["LatestSlot", "SourceState", "SourceStatus", "VideoSource", "open_video_source"]
+__all__ = ["LatestSlot", "LifecycleState", "SourceStatus", "VideoSource", "open_video_source"]

@@ -31,7 +31,7 @@ import numpy.typing as npt
 import structlog
 
 from edged.capture.chunks import ChunkQueue
-from edged.capture.lifecycle import SourceLifecycle, SourceState, display_uri
+from edged.capture.lifecycle import LifecycleState, SourceLifecycle, display_uri
 from edged.config.settings import SourceSettings
 from edged.errors import SourceError
 from edged.preprocess.audio import downmix
@@ -50,7 +50,7 @@ class AudioSourceStatus:
 
     name: str
     kind: str
-    state: SourceState
+    state: LifecycleState
     #: Why the source is ``down`` (or ended/stopped); empty while ``up``.
     reason: str
     #: Chunks delivered since start.
@@ -97,7 +97,7 @@ class AudioSource(SourceLifecycle, ABC):
         self._dropped_overruns = 0  # overruns of queues already unsubscribed
 
         self._lock = threading.Lock()  # guards the status fields below
-        self._state: SourceState = "starting"
+        self._state: LifecycleState = "starting"
         self._reason = ""
         self._since = time.time()
         self._chunks = 0
@@ -169,7 +169,7 @@ class AudioSource(SourceLifecycle, ABC):
     # -- the capture thread ---------------------------------------------------
 
     def _run(self) -> None:
-        final: SourceState = "stopped"
+        final: LifecycleState = "stopped"
         try:
             while not self._stop_flag.is_set():
                 try:

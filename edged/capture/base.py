@@ -21,7 +21,7 @@ import numpy as np
 import numpy.typing as npt
 import structlog
 
-from edged.capture.lifecycle import SourceLifecycle, SourceState, display_uri
+from edged.capture.lifecycle import LifecycleState, SourceLifecycle, display_uri
 from edged.capture.slot import LatestSlot
 from edged.config.settings import SourceSettings
 from edged.errors import SourceError
@@ -42,7 +42,7 @@ class SourceStatus:
 
     name: str
     kind: str
-    state: SourceState
+    state: LifecycleState
     #: Why the source is ``down`` (or ended/stopped); empty while ``up``.
     reason: str
     #: Frames delivered to subscribers since start.
@@ -84,7 +84,7 @@ class VideoSource(SourceLifecycle, ABC):
         self._slots_closed = False
 
         self._lock = threading.Lock()  # guards the status fields below
-        self._state: SourceState = "starting"
+        self._state: LifecycleState = "starting"
         self._reason = ""
         self._since = time.time()
         self._frames = 0
@@ -175,7 +175,7 @@ class VideoSource(SourceLifecycle, ABC):
     # -- the capture thread ---------------------------------------------------
 
     def _run(self) -> None:
-        final: SourceState = "stopped"
+        final: LifecycleState = "stopped"
         try:
             while not self._stop_flag.is_set():
                 try:

@@ -15,7 +15,7 @@ from urllib.parse import urlsplit, urlunsplit
 
 from edged.config.settings import SourceSettings
 
-SourceState = Literal["starting", "up", "down", "ended", "stopped"]
+LifecycleState = Literal["starting", "up", "down", "ended", "stopped"]
 
 
 def display_uri(uri: str) -> str:
@@ -40,7 +40,7 @@ class SourceLifecycle:
     _stop_flag: threading.Event
     _failures: int
     _lock: threading.Lock
-    _state: SourceState
+    _state: LifecycleState
     _reason: str
     _since: float
     _log: Any  # a bound structlog logger
@@ -93,7 +93,7 @@ class SourceLifecycle:
         capped = min(base, self.settings.reconnect_max_s)
         return capped * (1.0 - 0.25 * random.random())  # noqa: S311 - jitter, not crypto
 
-    def _set_state(self, state: SourceState, reason: str, **extra: object) -> None:
+    def _set_state(self, state: LifecycleState, reason: str, **extra: object) -> None:
         """Record a state change and log it once (not again while it stays the same)."""
         with self._lock:
             if (state, reason) == (self._state, self._reason):

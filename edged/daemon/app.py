@@ -48,7 +48,7 @@ from edged.runtime.runtime import ReloadOutcome, Runtime
 from edged.runtime.video import Pipeline
 from edged.sched import background
 from edged.tasks import VisionResult
-from edged.tasks.audio import AudioResult
+from edged.tasks.audio import AudioTaskResult
 from edged.track.tracker import TrackEvent
 from edged.types import EventNote, Frame
 from edged.zones.stage import ZoneUpdate
@@ -232,7 +232,7 @@ class App:
         self.mqtt.publish(topics.event_snapshot_latest(pipeline), jpeg, qos=1, retain=True)
 
     def _emit_audio(
-        self, pipeline: AudioPipeline, start: float, duration: float, result: AudioResult
+        self, pipeline: AudioPipeline, start: float, duration: float, result: AudioTaskResult
     ) -> None:
         with self.runtime.gate():
             if pipeline.enabled:

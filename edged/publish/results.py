@@ -45,7 +45,7 @@ from edged.publish.payloads import (
     pose_result,
 )
 from edged.tasks import VisionResult
-from edged.tasks.audio import AudioResult
+from edged.tasks.audio import AudioTaskResult
 from edged.track.tracker import TrackEvent
 from edged.types import Box, Detection, EventNote, Frame, Pose
 from edged.zones.stage import ZoneUpdate
@@ -328,7 +328,7 @@ class ResultPublisher:
             self.sink.accept(ResultEnvelope.of(self.topics, event))
 
     def publish_audio(
-        self, pipeline: str, source: str, start: float, duration: float, result: AudioResult
+        self, pipeline: str, source: str, start: float, duration: float, result: AudioTaskResult
     ) -> None:
         """Build the payload of one audio window's result and hand it to the sink."""
         t = result.timing

@@ -30,7 +30,7 @@ from edged.events.sound import SoundEvents
 from edged.preprocess.audio import Resampler, Windower
 from edged.runtime.base import PipelineBase
 from edged.runtime.stages import task_stage
-from edged.tasks.audio import AudioResult, check_labels
+from edged.tasks.audio import AudioTaskResult, check_labels
 from edged.types import AudioChunk
 
 log = structlog.get_logger(__name__)
@@ -54,11 +54,11 @@ class AudioTaskLike(Protocol):
         top_k: int,
         labels_allow: Collection[str] = (),
         smoother: ScoreSmoother | None = None,
-    ) -> AudioResult: ...
+    ) -> AudioTaskResult: ...
 
 
 #: Called as ``emit(pipeline, window_start_ts, duration_s, result)``.
-AudioEmit = Callable[["AudioPipeline", float, float, AudioResult], None]
+AudioEmit = Callable[["AudioPipeline", float, float, AudioTaskResult], None]
 
 
 @dataclass(frozen=True, slots=True)
@@ -88,7 +88,7 @@ class AudioPipelineStats:
     realtime_factor: float
 
 
-class AudioPipeline(PipelineBase[AudioChunk, tuple[float, AudioResult]]):
+class AudioPipeline(PipelineBase[AudioChunk, tuple[float, AudioTaskResult]]):
     """Runs one audio task over one source's chunks in a thread.
 
     A window is published when the publish policy lets it through
@@ -173,7 +173,7 @@ class AudioPipeline(PipelineBase[AudioChunk, tuple[float, AudioResult]]):
     def _finish_fields(self) -> dict[str, Any]:
         return {"skipped": self.skipped}
 
-    def _emit(self, out: tuple[float, AudioResult]) -> str | None:
+    def _emit(self, out: tuple[float, AudioTaskResult]) -> str | None:
         start, result = out
         self._emit_audio(self, start, self.duration_s, result)
         return None

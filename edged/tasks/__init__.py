@@ -21,7 +21,7 @@ from edged.types import Detection, Frame, Pose
 
 
 @dataclass(frozen=True, slots=True)
-class Timing:
+class StageTimes:
     """Milliseconds spent in each stage for one input."""
 
     pre: float
@@ -35,7 +35,7 @@ class VisionResult:
 
     kind: str  # "detections" | "pose": the topic suffix and payload key
     items: tuple[Detection, ...] | tuple[Pose, ...]
-    timing: Timing
+    timing: StageTimes
 
 
 class Task(Protocol):

@@ -20,7 +20,7 @@ from edged.decode.audio import DECODERS, AudioDecoder, ScoreSmoother
 from edged.decode.audio import top_k as best_classes
 from edged.errors import ModelError
 from edged.infer.base import Model
-from edged.tasks import Timing
+from edged.tasks import StageTimes
 from edged.types import AudioClass
 
 #: Sample rate the audio models of the catalog expect, Hz.
@@ -30,7 +30,7 @@ WINDOW = 15600
 
 
 @dataclass(frozen=True, slots=True)
-class AudioResult:
+class AudioTaskResult:
     """Decoded result of one window.
 
     ``classes`` is the top-k (best first); ``scores`` holds every class's
@@ -39,7 +39,7 @@ class AudioResult:
     """
 
     classes: tuple[AudioClass, ...]
-    timing: Timing
+    timing: StageTimes
     scores: npt.NDArray[np.float32]
 
     @property
@@ -103,7 +103,7 @@ class AudioTask:
         top_k: int,
         labels_allow: Collection[str] = (),
         smoother: ScoreSmoother | None = None,
-    ) -> AudioResult:
+    ) -> AudioTaskResult:
         """Classify one window of :attr:`window` samples at :attr:`rate` Hz.
 
         ``smoother`` (owned by the caller, one per stream) averages the scores
@@ -123,6 +123,6 @@ class AudioTask:
             scores = smoother(scores)
         classes = best_classes(scores, self.labels, top_k, labels_allow)
         t3 = time.perf_counter()
-        return AudioResult(
-            classes, Timing((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3), scores
+        return AudioTaskResult(
+            classes, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3), scores
         )

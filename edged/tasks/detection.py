@@ -14,7 +14,7 @@ from edged.decode.detection import DECODERS, DetectionDecoder
 from edged.errors import ModelError
 from edged.infer.base import Model
 from edged.preprocess.image import ImageSpec, Letterbox, preprocess
-from edged.tasks import Timing, VisionResult
+from edged.tasks import StageTimes, VisionResult
 from edged.types import Detection, Frame, Pose
 
 #: A decoder's ``decode(outputs, letterbox, threshold)``.
@@ -76,7 +76,7 @@ def run_timed(
     # A decoder returns only Detections or only Poses (Decode's type says so).
     items = cast("tuple[Detection, ...] | tuple[Pose, ...]", tuple(decode(outputs, lb, threshold)))
     t3 = time.perf_counter()
-    return VisionResult(kind, items, Timing((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
+    return VisionResult(kind, items, StageTimes((t1 - t0) * 1e3, (t2 - t1) * 1e3, (t3 - t2) * 1e3))
 
 
 class ModelTask:

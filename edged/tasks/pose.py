@@ -12,7 +12,7 @@ from edged.catalog.resolve import ResolvedModel
 from edged.decode.pose import DECODERS, PoseDecoder
 from edged.errors import ModelError
 from edged.infer.base import Model
-from edged.tasks import Timing, VisionResult, VisionTask
+from edged.tasks import StageTimes, VisionResult, VisionTask
 from edged.tasks.detection import ModelTask, check_expectation, pick_decoder
 from edged.types import Box, Detection, Frame, Keypoint, Pose, iou
 
@@ -103,7 +103,7 @@ class TwoStagePoseTask:
                     pose = _uncrop(p, ox, oy, sx, sy)
                     if all(iou(pose.box, kept.box) < self.same_iou for kept in poses):
                         poses.append(pose)
-        return VisionResult(self.kind, tuple(poses), Timing(pre, infer, post))
+        return VisionResult(self.kind, tuple(poses), StageTimes(pre, infer, post))
 
 
 def _uncrop(pose: Pose, ox: float, oy: float, sx: float, sy: float) -> Pose:

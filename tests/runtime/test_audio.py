@@ -20,7 +20,7 @@ from edged.config.settings import PipelineSettings, SourceSettings
 from edged.decode.audio import ScoreSmoother
 from edged.errors import ModelError
 from edged.runtime.audio import AudioPipeline
-from edged.tasks.audio import WINDOW, AudioResult, AudioTask
+from edged.tasks.audio import WINDOW, AudioTask, AudioTaskResult
 from edged.types import AudioChunk
 from tests.helpers.alsa import virtual_microphone
 from tests.helpers.mic_capture import record
@@ -40,10 +40,10 @@ EXPECTED = {
 class Collected:
     """Everything a pipeline emitted: (window start ts, duration, result)."""
 
-    items: list[tuple[float, float, AudioResult]] = field(default_factory=list)
+    items: list[tuple[float, float, AudioTaskResult]] = field(default_factory=list)
 
     def __call__(
-        self, pipeline: AudioPipeline, ts: float, duration_s: float, result: AudioResult
+        self, pipeline: AudioPipeline, ts: float, duration_s: float, result: AudioTaskResult
     ) -> None:
         self.items.append((ts, duration_s, result))
 
@@ -224,7 +224,7 @@ class SlowTask:
         top_k: int,
         labels_allow: Collection[str] = (),
         smoother: ScoreSmoother | None = None,
-    ) -> AudioResult:
+    ) -> AudioTaskResult:
         result = self.task(window, top_k, labels_allow, smoother)
         time.sleep(self.delay_s)
         return result

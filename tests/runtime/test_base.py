@@ -29,13 +29,13 @@ from edged.log import RECOVER_AFTER
 from edged.runtime.audio import AudioPipeline
 from edged.runtime.base import PipelineBase
 from edged.runtime.video import Pipeline
-from edged.tasks import Timing, VisionResult
-from edged.tasks.audio import WINDOW, AudioResult
+from edged.tasks import StageTimes, VisionResult
+from edged.tasks.audio import WINDOW, AudioTaskResult
 from edged.types import AudioClass, Detection, Frame
 from tests.runtime.test_stage_failures import video
 
 FAILURES = 4
-TIMING = Timing(0.0, 0.1, 0.0)
+TIMING = StageTimes(0.0, 0.1, 0.0)
 ERRORS = {
     "emit": OSError(5, "disk I/O error"),
     "task": RuntimeError("tensor arena"),
@@ -102,7 +102,7 @@ class FakeAudioTask:
         top_k: int,
         labels_allow: Collection[str] = (),
         smoother: ScoreSmoother | None = None,
-    ) -> AudioResult:
+    ) -> AudioTaskResult:
         if self.faults is not None:
             self.faults.maybe_raise("task")
             self.faults.maybe_raise("decode")
@@ -111,7 +111,7 @@ class FakeAudioTask:
         self.calls += 1
         order = np.argsort(-scores)[:top_k]
         classes = tuple(AudioClass(self.labels[i], int(i), float(scores[i])) for i in order)
-        return AudioResult(classes, TIMING, scores)
+        return AudioTaskResult(classes, TIMING, scores)
 
 
 class Emits:
