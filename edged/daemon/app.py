@@ -19,7 +19,7 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from concurrent.futures import Future
 from pathlib import Path
 from types import FrameType
@@ -519,45 +519,35 @@ def _install_signals(app: App) -> None:
     signal.signal(signal.SIGHUP, handle_hup)
 
 
+def _refuse(config: Path, problems: Sequence[tuple[str, str]]) -> int:
+    """Log why ``config`` cannot run, each problem with its key path; EX_CONFIG."""
+    log.error("app.invalid_config", config=str(config), problems=[f"{k}: {m}" for k, m in problems])
+    return EX_CONFIG
+
+
 def run_daemon(config: Path) -> int:
     """``edged run``: validate, start, serve until a signal, stop. Returns the exit code."""
     try:
         settings = load_settings(config)
     except ConfigError as exc:
         configure_logging("info")
-        log.error(
-            "app.invalid_config",
-            config=str(config),
-            problems=[f"{k}: {m}" for k, m in exc.problems],
-        )
-        return EX_CONFIG
+        return _refuse(config, exc.problems)
     configure_logging(settings.log_level, cache=True)
     try:
         catalog = load_catalog(settings.models.catalog, models_dir=settings.models.dir)
     except CatalogError as exc:
-        log.error("app.invalid_config", config=str(config), problems=[f"models.catalog: {exc}"])
-        return EX_CONFIG
+        return _refuse(config, [("models.catalog", str(exc))])
     checked = preflight(settings, catalog, connect_broker=False)
     for key, msg in checked.warnings:
         log.warning("app.config_warning", key=key, problem=msg)
     if checked.problems:
         checked.close()
-        log.error(
-            "app.invalid_config",
-            config=str(config),
-            problems=[f"{k}: {m}" for k, m in checked.problems],
-        )
-        return EX_CONFIG
+        return _refuse(config, checked.problems)
     try:
         app = App(settings, checked)
     except ConfigError as exc:  # e.g. an outbox path that cannot be written at all
         checked.close()
-        log.error(
-            "app.invalid_config",
-            config=str(config),
-            problems=[f"{k}: {m}" for k, m in exc.problems],
-        )
-        return EX_CONFIG
+        return _refuse(config, exc.problems)
     _install_signals(app)
     app.start()
     log.info("app.running", pid=os.getpid(), device=settings.device_id)
