@@ -33,7 +33,8 @@ import os
 import sys
 import time
 from collections import Counter
-from collections.abc import Mapping, MutableMapping
+from collections.abc import Callable, Mapping, MutableMapping
+from dataclasses import dataclass
 from typing import Any, Final, TextIO
 
 import structlog
@@ -219,35 +220,98 @@ def reset_stdlib_logging() -> None:
     logging.captureWarnings(False)
 
 
-#: A :class:`BurstLog` logs at most this often, seconds.
-BURST_LOG_EVERY_S: Final = 10.0
+#: A burst ends after this long without another occurrence, seconds.
+BURST_QUIET_S: Final = 10.0
 
 #: The logger of the burst helpers below (their lines name the event, not this module).
 _burst_log = structlog.get_logger(__name__)
 
 
-class BurstLog:
-    """Logs an event at most once per ``every_s``, with how often it happened since (one thread).
+@dataclass(slots=True)
+class _Burst:
+    event: str
+    keys: dict[str, Any]  # the ``by`` fields that tell this burst apart, repeated in its summary
+    count: int
+    first: float
+    last: float
 
-    The house rule "logged once per burst" for a repeated refusal or eviction
-    (docs/logging.md); kept here, at the bottom layer, so that every package
-    can use it (docs/architecture.md).
+
+class BurstLog:
+    """Logs a repeated event once per burst: a warning when it starts, a summary when it ends.
+
+    The house rule "logged once per burst" (docs/logging.md) for refusals,
+    evictions and the like, which can come by the thousand; kept here, at the
+    bottom layer, so that every package can use it (docs/architecture.md).
+
+    The first occurrence of a burst is logged as a warning with its context;
+    later ones are only counted. A burst ends after ``quiet_s`` without
+    another; its summary is the event again, at info, with ``burst_ended=True``,
+    the ``count`` and ``duration_s``. An owner with a periodic loop calls
+    :meth:`tick` so that the summary comes on time (and :meth:`end_all` at
+    shutdown); otherwise it comes with the next occurrence, before that new
+    burst's first line. So 1,000 refused connections write two lines, not 1,000.
+
+    Bursts are told apart by event name (``event`` here, or one per
+    :meth:`note`) and by the values of the context fields named in ``by``.
+    For use from one thread at a time.
     """
 
-    def __init__(self, event: str, *, every_s: float = BURST_LOG_EVERY_S) -> None:
+    def __init__(
+        self,
+        event: str | None = None,
+        *,
+        by: tuple[str, ...] = (),
+        quiet_s: float = BURST_QUIET_S,
+        clock: Callable[[], float] = time.monotonic,
+        logger: Any = None,
+    ) -> None:
         self._event = event
-        self._every_s = every_s
-        self._count = 0
-        self._last = -every_s
+        self._by = by
+        self._quiet_s = quiet_s
+        self._clock = clock
+        self._log = _burst_log if logger is None else logger
+        self._open: dict[tuple[Any, ...], _Burst] = {}
 
-    def note(self, **fields: Any) -> None:
-        """Count one occurrence; log it (a warning) when the last line is ``every_s`` old."""
-        self._count += 1
-        now = time.monotonic()
-        if now - self._last >= self._every_s:
-            self._last = now
-            _burst_log.warning(self._event, **fields, count_since_last_log=self._count)
-            self._count = 0
+    def note(self, event: str | None = None, /, n: int = 1, **context: Any) -> None:
+        """Count ``n`` occurrences of ``event``; log them only if they start a burst."""
+        name = event or self._event
+        if name is None:
+            raise TypeError("BurstLog.note() needs an event name, here or in the constructor")
+        now = self._clock()
+        keys = {field: context.get(field) for field in self._by}
+        key = (name, *keys.values())
+        burst = self._open.get(key)
+        if burst is not None and now - burst.last >= self._quiet_s:
+            self._end(key)
+            burst = None
+        if burst is None:
+            self._open[key] = _Burst(name, keys, n, now, now)
+            self._log.warning(name, **context)
+        else:
+            burst.count += n
+            burst.last = now
+
+    def tick(self) -> None:
+        """Log the summary of every burst that has been quiet for ``quiet_s``."""
+        now = self._clock()
+        for key, burst in list(self._open.items()):
+            if now - burst.last >= self._quiet_s:
+                self._end(key)
+
+    def end_all(self) -> None:
+        """Log every open burst's summary (at shutdown)."""
+        for key in list(self._open):
+            self._end(key)
+
+    def _end(self, key: tuple[Any, ...]) -> None:
+        burst = self._open.pop(key)
+        self._log.info(
+            burst.event,
+            **burst.keys,
+            burst_ended=True,
+            count=burst.count,
+            duration_s=round(burst.last - burst.first, 1),
+        )
 
 
 # Stage failures of one pipeline thread: caught, counted by stage, logged once per burst.

@@ -10,8 +10,15 @@ from pathlib import Path
 from typing import TextIO
 
 import structlog
+from structlog.testing import capture_logs
 
-from edged.log import NATIVE_LOG_ENV, configure_logging, journal_stream, quiet_native_libraries
+from edged.log import (
+    NATIVE_LOG_ENV,
+    BurstLog,
+    configure_logging,
+    journal_stream,
+    quiet_native_libraries,
+)
 
 
 def _journal_env(stream: TextIO) -> dict[str, str]:
@@ -108,3 +115,65 @@ def test_native_library_variables_keep_the_operators_values() -> None:
     assert "OPENCV_LOG_LEVEL" not in done
     assert {k: env[k] for k in done} == {k: v for k, v in NATIVE_LOG_ENV.items() if k in done}
     assert set(done) == set(NATIVE_LOG_ENV) - {"OPENCV_LOG_LEVEL"}
+
+
+class Clock:
+    def __init__(self) -> None:
+        self.now = 0.0
+
+    def __call__(self) -> float:
+        return self.now
+
+
+def test_a_burst_logs_its_first_event_and_then_one_summary_with_the_count() -> None:
+    clock = Clock()
+    bursts = BurstLog(quiet_s=10, clock=clock)
+    with capture_logs() as logs:
+        for _ in range(1000):
+            bursts.note("cloud.unauthorized", path="/health")
+            clock.now += 0.01
+        bursts.tick()  # not quiet long enough yet
+        clock.now += 10
+        bursts.tick()
+        bursts.note("cloud.unauthorized", path="/health")  # a new burst
+        bursts.end_all()
+    assert [(e["event"], e.get("count")) for e in logs] == [
+        ("cloud.unauthorized", None),
+        ("cloud.unauthorized", 1000),
+        ("cloud.unauthorized", None),
+        ("cloud.unauthorized", 1),
+    ]
+    assert logs[1]["burst_ended"] is True
+
+
+def test_bursts_told_apart_by_a_field_are_counted_and_summarised_apart() -> None:
+    clock = Clock()
+    bursts = BurstLog(by=("reason",), clock=clock)
+    with capture_logs() as logs:
+        bursts.note("outbox.evicting", 5, reason="size", max_mb=1)
+        bursts.note("outbox.evicting", 2, reason="age", max_mb=1)
+        bursts.note("outbox.evicting", 7, reason="size", max_mb=1)
+        bursts.end_all()
+    assert [(e["event"], e["reason"], e.get("count")) for e in logs] == [
+        ("outbox.evicting", "size", None),
+        ("outbox.evicting", "age", None),
+        ("outbox.evicting", "size", 12),
+        ("outbox.evicting", "age", 2),
+    ]
+
+
+def test_without_a_tick_the_summary_comes_before_the_next_bursts_first_line() -> None:
+    clock = Clock()
+    bursts = BurstLog("command.not_allowed", quiet_s=10, clock=clock)
+    with capture_logs() as logs:
+        for _ in range(20):
+            bursts.note(command="reload")
+            clock.now += 1
+        clock.now += 10
+        bursts.note(command="reload")
+    assert [(e["event"], e["log_level"], e.get("count")) for e in logs] == [
+        ("command.not_allowed", "warning", None),
+        ("command.not_allowed", "info", 20),
+        ("command.not_allowed", "warning", None),
+    ]
+    assert logs[1]["duration_s"] == 19.0

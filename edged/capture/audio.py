@@ -20,15 +20,13 @@ source has a clock:
 
 from __future__ import annotations
 
-import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import structlog
 
 from edged.capture.chunks import ChunkQueue
 from edged.capture.lifecycle import LifecycleState, SourceLifecycle, display_uri
@@ -69,7 +67,7 @@ class AudioSourceStatus:
     since: float
 
 
-class AudioSource(SourceLifecycle, ABC):
+class AudioSource(SourceLifecycle[ChunkQueue]):
     """Base class of every audio source: capture thread, fan-out, reconnect.
 
     ``finite`` sources (files) have a real end: they start over when
@@ -78,34 +76,16 @@ class AudioSource(SourceLifecycle, ABC):
     """
 
     def __init__(self, settings: SourceSettings, *, finite: bool) -> None:
-        self.settings = settings
-        self.name = settings.name
-        self.kind = settings.kind
-        self.finite = finite
+        super().__init__(settings, finite=finite)
         #: Live sources drop for full subscribers; others wait (module docstring).
         self.live = not finite or settings.realtime
-        #: Set once a finite source without ``loop`` has delivered its last chunk.
-        self.ended = threading.Event()
-        self._stop_flag = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._log = structlog.get_logger(__name__).bind(source=self.name, kind=self.kind)
+        self._dropped_overruns = 0  # overruns of queues already unsubscribed (readers lock)
 
-        # Copy-on-write tuple: the capture thread iterates it without a lock.
-        self._queues: tuple[ChunkQueue, ...] = ()
-        self._queues_lock = threading.Lock()
-        self._queues_closed = False
-        self._dropped_overruns = 0  # overruns of queues already unsubscribed
-
-        self._lock = threading.Lock()  # guards the status fields below
-        self._state: LifecycleState = "starting"
-        self._reason = ""
-        self._since = time.time()
+        # Guarded by self._lock, like the base's status fields.
         self._chunks = 0
         self._seconds = 0.0
         self._rate = 0
         self._device_overflows = 0
-        self._reconnects = 0
-        self._failures = 0  # consecutive failed sessions, drives the backoff
 
     # -- subclass interface ---------------------------------------------------
 
@@ -117,10 +97,6 @@ class AudioSource(SourceLifecycle, ABC):
     def _read(self) -> npt.NDArray[np.generic] | None:
         """Block for the next ``(frames, channels)`` block; None at the end of the stream."""
 
-    @abstractmethod
-    def _close(self) -> None:
-        """Release the device. Must be safe to call when ``_open`` failed half-way."""
-
     # -- public API -----------------------------------------------------------
 
     def subscribe(self, max_chunks: int = 64) -> ChunkQueue:
@@ -130,27 +106,22 @@ class AudioSource(SourceLifecycle, ABC):
         behind in taking chunks when its thread is starved, since it takes
         them greedily and skips *windows* itself when inference is slow.
         """
-        queue = ChunkQueue(max_chunks, live=self.live)
-        with self._queues_lock:
-            if self._queues_closed:
-                queue.close()
-            else:
-                self._queues = (*self._queues, queue)
-        return queue
+        return self._add_reader(ChunkQueue(max_chunks, live=self.live))
 
     def unsubscribe(self, queue: ChunkQueue) -> None:
         """Stop delivering to ``queue`` (a pipeline that was disabled)."""
-        with self._queues_lock:
-            if queue in self._queues:
-                self._dropped_overruns += queue.overruns
-            self._queues = tuple(q for q in self._queues if q is not queue)
+        self._remove_reader(queue)
         queue.close()
+
+    def _reader_removed(self, reader: ChunkQueue) -> None:
+        # Under the readers lock, so that status never counts a queue twice or not at all.
+        self._dropped_overruns += reader.overruns
 
     @property
     def status(self) -> AudioSourceStatus:
         """A snapshot of state, reason and counters."""
-        with self._queues_lock:
-            overruns = self._dropped_overruns + sum(q.overruns for q in self._queues)
+        with self._readers_lock:
+            overruns = self._dropped_overruns + sum(q.overruns for q in self._readers)
         with self._lock:
             return AudioSourceStatus(
                 name=self.name,
@@ -168,40 +139,9 @@ class AudioSource(SourceLifecycle, ABC):
 
     # -- the capture thread ---------------------------------------------------
 
-    def _run(self) -> None:
-        final: LifecycleState = "stopped"
-        try:
-            while not self._stop_flag.is_set():
-                try:
-                    outcome = self._session()
-                    if outcome == "end" and not self.finite:
-                        where = display_uri(self.settings.uri) or "default device"
-                        raise SourceError(f"{self.kind} source {where!r} stopped delivering audio")
-                # Any error from a device library must turn into "down" and a
-                # retry, never into a silently dead capture thread.
-                except Exception as exc:  # noqa: BLE001
-                    if self._stop_flag.is_set():
-                        break
-                    reason = str(exc) if isinstance(exc, SourceError) else repr(exc)
-                    delay = self._backoff()
-                    self._set_state("down", reason, retry_in_s=round(delay, 2))
-                    self._gap()  # whatever comes next does not continue the last chunk
-                    if self._stop_flag.wait(delay):
-                        break
-                    continue
-                if outcome == "stop" or self._stop_flag.is_set():
-                    break
-                if not self.settings.loop:
-                    final = "ended"
-                    break
-                self._gap()  # the loop restarts the file: not continuous audio
-        finally:
-            self._close_queues()
-            if final == "ended":
-                self._set_state("ended", "end of media")
-                self.ended.set()
-            else:
-                self._set_state("stopped", "stop requested")
+    def _stream_stopped(self) -> str:
+        where = display_uri(self.settings.uri) or "default device"
+        return f"{self.kind} source {where!r} stopped delivering audio"
 
     def _session(self) -> Literal["end", "stop"]:
         """Open, deliver chunks until the end of the stream or stop, close."""
@@ -240,13 +180,13 @@ class AudioSource(SourceLifecycle, ABC):
                 )
                 delivered += 1
                 if delivered == 1:
-                    self._came_up()
+                    self._came_up(rate=rate)
             return "stop"
         finally:
             self._close_quietly()
 
     def _deliver(self, chunk: AudioChunk) -> None:
-        for queue in self._queues:
+        for queue in self._readers:
             if self.live:
                 queue.put(chunk)
             else:
@@ -255,30 +195,13 @@ class AudioSource(SourceLifecycle, ABC):
             self._chunks += 1
             self._seconds += len(chunk.samples) / chunk.rate
 
-    def _gap(self) -> None:
+    def _discontinuity(self) -> None:
         """Tell every subscriber that the next chunk does not continue the last one."""
-        for queue in self._queues:
+        for queue in self._readers:
             queue.mark_gap()
 
     def _device_overflow(self) -> None:
         """For subclasses: the device lost input before it could be read."""
         with self._lock:
             self._device_overflows += 1
-        self._gap()
-
-    def _came_up(self) -> None:
-        self._failures = 0
-        with self._lock:
-            if self._state == "down":
-                self._reconnects += 1
-        self._set_state("up", "", rate=self._rate)
-
-    def _close_readers(self) -> None:
-        self._close_queues()
-
-    def _close_queues(self) -> None:
-        with self._queues_lock:
-            self._queues_closed = True
-            queues = self._queues
-        for queue in queues:
-            queue.close()
+        self._discontinuity()

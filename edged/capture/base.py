@@ -10,16 +10,14 @@ Subclasses only say how to open, read and close their device.
 
 from __future__ import annotations
 
-import threading
 import time
-from abc import ABC, abstractmethod
+from abc import abstractmethod
 from collections import deque
 from dataclasses import dataclass
 from typing import Literal
 
 import numpy as np
 import numpy.typing as npt
-import structlog
 
 from edged.capture.lifecycle import LifecycleState, SourceLifecycle, display_uri
 from edged.capture.slot import LatestSlot
@@ -58,7 +56,7 @@ class SourceStatus:
     since: float
 
 
-class VideoSource(SourceLifecycle, ABC):
+class VideoSource(SourceLifecycle[LatestSlot[Frame]]):
     """Base class of every video source: capture thread, fan-out, reconnect, rate cap.
 
     ``finite`` sources (files, image folders) have a real end: at the end they
@@ -68,27 +66,8 @@ class VideoSource(SourceLifecycle, ABC):
     """
 
     def __init__(self, settings: SourceSettings, *, finite: bool) -> None:
-        self.settings = settings
-        self.name = settings.name
-        self.kind = settings.kind
-        self.finite = finite
-        #: Set once a finite source without ``loop`` has delivered its last frame.
-        self.ended = threading.Event()
-        self._stop_flag = threading.Event()
-        self._thread: threading.Thread | None = None
-        self._log = structlog.get_logger(__name__).bind(source=self.name, kind=self.kind)
-
-        # Copy-on-write tuple: the capture thread iterates it without a lock.
-        self._slots: tuple[LatestSlot[Frame], ...] = ()
-        self._slots_lock = threading.Lock()
-        self._slots_closed = False
-
-        self._lock = threading.Lock()  # guards the status fields below
-        self._state: LifecycleState = "starting"
-        self._reason = ""
-        self._since = time.time()
-        self._frames = 0
-        self._reconnects = 0
+        super().__init__(settings, finite=finite)
+        self._frames = 0  # guarded by self._lock, like the fields below
         self._size = (0, 0)
         self._times: deque[float] = deque(maxlen=int(FPS_WINDOW_S * settings.fps) + 2)
 
@@ -96,7 +75,6 @@ class VideoSource(SourceLifecycle, ABC):
         # The last delivered frame, for snapshots. Replaced by one reference
         # assignment per frame (atomic in CPython), so no lock and no copy.
         self._latest: Frame | None = None
-        self._failures = 0  # consecutive failed sessions, drives the backoff
 
     # -- subclass interface ---------------------------------------------------
 
@@ -112,10 +90,6 @@ class VideoSource(SourceLifecycle, ABC):
     def _read(self) -> npt.NDArray[np.uint8] | None:
         """Block for the next frame as ``H x W x 3`` RGB; None at the end of the stream."""
 
-    @abstractmethod
-    def _close(self) -> None:
-        """Release the device. Must be safe to call when ``_open`` failed half-way."""
-
     # -- public API -----------------------------------------------------------
 
     def subscribe(self, *, on_demand: bool = False) -> LatestSlot[Frame]:
@@ -127,18 +101,11 @@ class VideoSource(SourceLifecycle, ABC):
         reads the next frame when this reader asks for it instead of while
         the reader is busy (see :meth:`_readers_ready`).
         """
-        slot: LatestSlot[Frame] = LatestSlot(on_demand=on_demand)
-        with self._slots_lock:
-            if self._slots_closed:
-                slot.close()
-            else:
-                self._slots = (*self._slots, slot)
-        return slot
+        return self._add_reader(LatestSlot(on_demand=on_demand))
 
     def unsubscribe(self, slot: LatestSlot[Frame]) -> None:
         """Stop delivering to ``slot`` (a pipeline that was disabled)."""
-        with self._slots_lock:
-            self._slots = tuple(s for s in self._slots if s is not slot)
+        self._remove_reader(slot)
 
     def latest(self) -> Frame | None:
         """The last frame delivered to subscribers, or None before the first one.
@@ -174,42 +141,12 @@ class VideoSource(SourceLifecycle, ABC):
 
     # -- the capture thread ---------------------------------------------------
 
-    def _run(self) -> None:
-        final: LifecycleState = "stopped"
-        try:
-            while not self._stop_flag.is_set():
-                try:
-                    outcome = self._session()
-                    if outcome == "end" and not self.finite:
-                        where = display_uri(self.settings.uri) or self.name
-                        raise SourceError(
-                            f"{self.kind} source {where!r} stopped delivering frames "
-                            "(end of stream or read timeout)"
-                        )
-                # Any error from a device library must turn into "down" and a
-                # retry, never into a silently dead capture thread.
-                except Exception as exc:  # noqa: BLE001
-                    if self._stop_flag.is_set():
-                        break  # a read cut short by shutdown is not an outage
-                    reason = str(exc) if isinstance(exc, SourceError) else repr(exc)
-                    delay = self._backoff()
-                    self._set_state("down", reason, retry_in_s=round(delay, 2))
-                    if self._stop_flag.wait(delay):
-                        break
-                    continue
-                if outcome == "stop" or self._stop_flag.is_set():
-                    break
-                if not self.settings.loop:
-                    final = "ended"
-                    break
-                self._log.debug("source.looping")
-        finally:
-            self._close_slots()
-            if final == "ended":
-                self._set_state("ended", "end of media")
-                self.ended.set()
-            else:
-                self._set_state("stopped", "stop requested")
+    def _stream_stopped(self) -> str:
+        where = display_uri(self.settings.uri) or self.name
+        return (
+            f"{self.kind} source {where!r} stopped delivering frames "
+            "(end of stream or read timeout)"
+        )
 
     def _session(self) -> Literal["end", "stop"]:
         """Open, deliver frames until the end of the stream or stop, close."""
@@ -245,7 +182,7 @@ class VideoSource(SourceLifecycle, ABC):
                 self._deliver(image, now)
                 delivered += 1
                 if delivered == 1:
-                    self._came_up()
+                    self._came_up(width=self._size[0], height=self._size[1])
             return "stop"
         finally:
             self._close_quietly()
@@ -261,10 +198,10 @@ class VideoSource(SourceLifecycle, ABC):
         of the runtime's workers, and the whole operator waits for that one).
         False when stop was requested meanwhile.
         """
-        for slot in self._slots:
+        for slot in self._readers:
             ready = slot.wait_wanted if slot.on_demand else slot.wait_taken
             # A slot unsubscribed meanwhile has nobody left to wait for.
-            while not ready(0.2) and slot in self._slots:
+            while not ready(0.2) and slot in self._readers:
                 if self._stop_flag.is_set():
                     return False
         return True
@@ -272,29 +209,10 @@ class VideoSource(SourceLifecycle, ABC):
     def _deliver(self, image: npt.NDArray[np.uint8], now: float) -> None:
         frame = Frame(id=self._next_id, ts=time.time(), mono=now, source=self.name, image=image)
         self._next_id += 1
-        for slot in self._slots:
+        for slot in self._readers:
             slot.put(frame)
         self._latest = frame
         with self._lock:
             self._frames += 1
             self._times.append(now)
             self._size = (frame.width, frame.height)
-
-    def _came_up(self) -> None:
-        self._failures = 0
-        with self._lock:
-            recovered = self._state == "down"
-            if recovered:
-                self._reconnects += 1
-        w, h = self._size
-        self._set_state("up", "", width=w, height=h)
-
-    def _close_readers(self) -> None:
-        self._close_slots()
-
-    def _close_slots(self) -> None:
-        with self._slots_lock:
-            self._slots_closed = True
-            slots = self._slots
-        for slot in slots:
-            slot.close()

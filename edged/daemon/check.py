@@ -31,6 +31,7 @@ from edged.errors import EdgedError
 from edged.infer.accel import AcceleratorError, cache_dir
 from edged.infer.base import Model
 from edged.infer.registry import load_model
+from edged.publish.mqtt import use_tls
 from edged.tasks import build_task
 
 Problem = tuple[str, str]
@@ -230,11 +231,7 @@ def _probe_login(settings: Settings, password: str | None) -> Problem | None:
     client.on_connect = lambda _c, _u, _f, reason, _p: answer.append(reason)
     if m.tls:
         try:
-            client.tls_set(
-                ca_certs=str(m.ca_file) if m.ca_file else None,
-                cert_reqs=ssl.CERT_REQUIRED,
-                tls_version=ssl.PROTOCOL_TLS_CLIENT,
-            )
+            use_tls(client, m.ca_file)
         except (OSError, ssl.SSLError) as exc:
             return ("mqtt.ca_file", f"cannot load CA certificates from {m.ca_file}: {exc}")
     try:

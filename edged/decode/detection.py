@@ -122,7 +122,33 @@ class SsdPostprocessDecoder:
         return found[: self.max_detections]
 
 
-class YoloxDecoder:
+class _NmsDecoder:
+    """What the raw-head decoders share: labels, class-aware NMS and the detection cap."""
+
+    def __init__(self, labels: Sequence[str], nms_iou: float, max_detections: int) -> None:
+        self.labels = tuple(labels)
+        self.nms_iou = nms_iou
+        self.max_detections = max_detections
+
+    def _finish(
+        self, boxes: F32, scores: F32, class_ids: npt.NDArray[np.int64], lb: Letterbox
+    ) -> list[Detection]:
+        """NMS over the kept candidates (``boxes`` in input pixels), mapped back to the frame."""
+        out = []
+        for i in nms(boxes, scores, class_ids, self.nms_iou, self.max_detections):
+            cid = int(class_ids[i])
+            out.append(
+                Detection(
+                    _label(self.labels, cid),
+                    cid,
+                    float(scores[i]),
+                    lb.box_from_input_pixels(*(float(v) for v in boxes[i])),
+                )
+            )
+        return out
+
+
+class YoloxDecoder(_NmsDecoder):
     """The raw YOLOX head: per anchor ``[cx, cy, w, h, obj, C class scores]`` on strides 8/16/32."""
 
     def __init__(
@@ -132,10 +158,8 @@ class YoloxDecoder:
         nms_iou: float = 0.45,
         max_detections: int = 100,
     ) -> None:
-        self.labels = tuple(labels)
+        super().__init__(labels, nms_iou, max_detections)
         self.strides = tuple(strides)
-        self.nms_iou = nms_iou
-        self.max_detections = max_detections
         self._grid: F32 | None = None
         self._stride: F32 | None = None
 
@@ -187,26 +211,16 @@ class YoloxDecoder:
         # exp() from overflowing on a corrupt output without changing real boxes.
         wh = np.exp(np.minimum(pred[keep, 2:4], 20.0)) * stride[keep]
         boxes = np.concatenate([xy - wh / 2, xy + wh / 2], axis=1).astype(np.float32)
-        return _finish(
-            boxes,
-            scores=scores[keep],
-            class_ids=class_ids[keep],
-            lb=lb,
-            labels=self.labels,
-            iou=self.nms_iou,
-            limit=self.max_detections,
-        )
+        return self._finish(boxes, scores[keep], class_ids[keep], lb)
 
 
-class YoloV8Decoder:
+class YoloV8Decoder(_NmsDecoder):
     """The Ultralytics v8/v11 export: ``[1, 4 + C, N]`` with ``cx, cy, w, h`` in input pixels."""
 
     def __init__(
         self, labels: Sequence[str] = (), nms_iou: float = 0.45, max_detections: int = 100
     ) -> None:
-        self.labels = tuple(labels)
-        self.nms_iou = nms_iou
-        self.max_detections = max_detections
+        super().__init__(labels, nms_iou, max_detections)
         self._transposed = False
 
     def check(self, outputs: Sequence[TensorSpec]) -> None:
@@ -248,39 +262,7 @@ class YoloV8Decoder:
             return []
         cxcy, wh = pred[keep, :2], pred[keep, 2:4]
         boxes = np.concatenate([cxcy - wh / 2, cxcy + wh / 2], axis=1).astype(np.float32)
-        return _finish(
-            boxes,
-            scores=scores[keep],
-            class_ids=class_ids[keep],
-            lb=lb,
-            labels=self.labels,
-            iou=self.nms_iou,
-            limit=self.max_detections,
-        )
-
-
-def _finish(
-    boxes: F32,
-    *,
-    scores: F32,
-    class_ids: npt.NDArray[np.int64],
-    lb: Letterbox,
-    labels: tuple[str, ...],
-    iou: float,
-    limit: int,
-) -> list[Detection]:
-    out = []
-    for i in nms(boxes, scores, class_ids, iou, limit):
-        cid = int(class_ids[i])
-        out.append(
-            Detection(
-                _label(labels, cid),
-                cid,
-                float(scores[i]),
-                lb.box_from_input_pixels(*(float(v) for v in boxes[i])),
-            )
-        )
-    return out
+        return self._finish(boxes, scores[keep], class_ids[keep], lb)
 
 
 #: decoder name → factory taking ``labels=``.

@@ -37,52 +37,14 @@ from typing import Any
 
 import structlog
 
+from edged.log import BurstLog
+
 log = structlog.get_logger(__name__)
 
 #: Descriptors kept free for the model, log files and the listening socket itself.
 FD_RESERVE = 64
 _SWEEP_S = 0.5
 _ACCEPT_PAUSE_S = 0.1
-
-
-class BurstLog:
-    """Logs an event once when its burst starts, then its count when the burst has ended.
-
-    A burst ends after ``quiet_s`` without a new occurrence; its summary line
-    carries the count (``<event>`` with ``burst_ended=true``). So 1,000
-    refused connections write two lines, not 1,000.
-    """
-
-    def __init__(self, quiet_s: float = 10.0, clock: Callable[[], float] = time.monotonic) -> None:
-        self._quiet_s = quiet_s
-        self._clock = clock
-        self._open: dict[str, list[float]] = {}  # event -> [count, first, last]
-
-    def note(self, event: str, **context: Any) -> None:
-        """Count one occurrence of ``event``; log it only if it starts a burst."""
-        now = self._clock()
-        burst = self._open.get(event)
-        if burst is None:
-            self._open[event] = [1.0, now, now]
-            log.warning(event, **context)
-        else:
-            burst[0] += 1
-            burst[2] = now
-
-    def tick(self) -> None:
-        """Log the summary of every burst that has been quiet for ``quiet_s``."""
-        now = self._clock()
-        for event, (count, first, last) in list(self._open.items()):
-            if now - last >= self._quiet_s:
-                del self._open[event]
-                log.info(
-                    event, burst_ended=True, count=int(count), duration_s=round(last - first, 1)
-                )
-
-    def end_all(self) -> None:
-        """Log every open burst's summary (at shutdown)."""
-        self._quiet_s = 0.0
-        self.tick()
 
 
 @dataclass(eq=False)

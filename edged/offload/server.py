@@ -47,7 +47,8 @@ from edged.catalog.resolve import resolve
 from edged.config.settings import PipelineSettings, Settings, read_secret
 from edged.errors import ConfigError, EdgedError
 from edged.infer.registry import load_model
-from edged.offload.guard import BurstLog, ConnectionGuard, Limits, connection_cap
+from edged.log import BurstLog
+from edged.offload.guard import ConnectionGuard, Limits, connection_cap
 from edged.offload.imagehead import ImageHeaderError, image_size
 from edged.offload.protocol import (
     DETECT_PATH,

@@ -54,46 +54,6 @@ _SELECT: Final = (
 _MAX_EXPIRY_S: Final = 2**32 - 1  # MQTT 5 Message Expiry Interval is a four-byte integer
 
 
-class Bursts:
-    """Logs evictions and refusals once per burst: a warning at its start, a summary at its end.
-
-    A burst ends after ``quiet_s`` without a new event of the same reason, so
-    an outbox that stays full logs two lines, not one per message or batch.
-    """
-
-    def __init__(self, logger: Any, quiet_s: float = 10.0) -> None:
-        self._log = logger
-        self._quiet_s = quiet_s
-        self._open: dict[str, list[float]] = {}  # reason -> [count, first, last]
-
-    def add(self, reason: str, n: int, now: float, **context: object) -> None:
-        """Count ``n`` events of ``reason``; logs only for the first of a burst."""
-        burst = self._open.get(reason)
-        if burst is None:
-            event = "outbox.refusing" if reason == "refused" else "outbox.evicting"
-            self._log.warning(event, reason=reason, first=n, **context)
-            self._open[reason] = [float(n), now, now]
-        else:
-            burst[0] += n
-            burst[2] = now
-
-    def tick(self, now: float) -> None:
-        """Close bursts that have been quiet for ``quiet_s``."""
-        for reason, (count, first, last) in list(self._open.items()):
-            if now - last >= self._quiet_s:
-                del self._open[reason]
-                self._log.info(
-                    "outbox.burst_ended",
-                    reason=reason,
-                    count=int(count),
-                    duration_s=round(last - first, 1),
-                )
-
-    def end_all(self) -> None:
-        """Log the summary of every open burst (at shutdown)."""
-        self.tick(math.inf)
-
-
 class _Bucket:
     """Token bucket: ``rate`` tokens a second, at most ``burst`` saved up; None = unlimited."""
 

@@ -66,6 +66,7 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import paho.mqtt.client as paho
@@ -190,6 +191,21 @@ def show_topic(topic: str, limit: int = 80) -> str:
     return f"{topic[:limit]!r}… ({len(topic)} characters)"
 
 
+def use_tls(client: paho.Client, ca_file: Path | None) -> None:
+    """Connect over TLS, verifying the broker against ``ca_file`` (system CAs when None).
+
+    Verification is always on: CERT_REQUIRED + hostname check; there is
+    deliberately no setting to turn it off. ``edged check`` probes with the
+    same call, so that it tests what the daemon will do. Raises OSError or
+    :class:`ssl.SSLError` when the CA bundle cannot be loaded.
+    """
+    client.tls_set(
+        ca_certs=str(ca_file) if ca_file else None,
+        cert_reqs=ssl.CERT_REQUIRED,
+        tls_version=ssl.PROTOCOL_TLS_CLIENT,
+    )
+
+
 def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
     """Turn Nagle's algorithm off on the broker connection.
 
@@ -292,13 +308,7 @@ class MqttClient:
             self._log.warning("mqtt.password_ignored", reason="mqtt.username is empty")
         if s.tls:
             try:
-                # Verification is always on: CERT_REQUIRED + hostname check.
-                # There is deliberately no setting to turn it off.
-                client.tls_set(
-                    ca_certs=str(s.ca_file) if s.ca_file else None,
-                    cert_reqs=ssl.CERT_REQUIRED,
-                    tls_version=ssl.PROTOCOL_TLS_CLIENT,
-                )
+                use_tls(client, s.ca_file)
             except (OSError, ssl.SSLError) as exc:
                 raise PublishError(
                     f"mqtt.ca_file {s.ca_file}: cannot load CA certificates ({exc}); "

@@ -76,7 +76,8 @@ import structlog
 
 from edged.config.settings import OutboxSettings
 from edged.errors import ConfigError, PublishError
-from edged.publish.forwarder import Bursts, Forwarder
+from edged.log import BurstLog
+from edged.publish.forwarder import Forwarder
 from edged.publish.mqtt import MqttClient
 from edged.publish.payloads import Message, ResultEnvelope
 from edged.publish.quarantine import Salvage, Unusable, check_kind, move_aside, salvage
@@ -220,7 +221,7 @@ class Outbox:
         self._last_pass = 0.0  # writer thread only: when its last pass began (monotonic)
         self._closing = self._closed = False
         self._counts: Counter[str] = Counter()  # accepted, delivered, refused, evicted:<reason>
-        self._bursts = Bursts(self._log)
+        self._bursts = BurstLog(by=("reason",), logger=self._log)
         self._forwarder: Forwarder | None = None
         self._mqtt: MqttClient | None = None
         self._synchronous = synchronous
@@ -645,7 +646,7 @@ class Outbox:
                 self._commit(batch, deletes, ticket, low)
                 dirty = True
             now = time.monotonic()
-            self._bursts.tick(now)
+            self._bursts.tick()
             if dirty and (closing or now >= next_checkpoint):
                 self._checkpoint("PASSIVE")  # never waits for readers; fsyncs WAL and database
                 next_checkpoint, dirty = now + self._checkpoint_s, False
@@ -788,7 +789,7 @@ class Outbox:
             self._counts["refused"] += len(rows)
             self._counts[f"refused:{code}"] += len(rows)
             self._refused_ticket = ticket
-        self._bursts.add("refused", len(rows), time.monotonic(), error=str(self._fault))
+        self._bursts.note("outbox.refusing", len(rows), reason="refused", error=str(self._fault))
 
     def _failed(self, fault: StorageFault, during: str) -> None:
         """Record a storage fault: log it once per kind, close the file, schedule a retry."""
@@ -947,7 +948,6 @@ class Outbox:
             self._oldest = oldest
             self._counts["accepted"] += inserted
             self._counts.update(changes)
-        now = time.monotonic()
         for key, n in changes.items():
             if key.startswith("evicted:"):
                 limits = {"max_mb": self.max_bytes / 2**20, "max_age_h": self.max_age_s / 3600}
@@ -956,7 +956,7 @@ class Outbox:
                         "free_mb": round((self._free or 0) / 2**20, 2),
                         "min_free_mb": self._min_free / 2**20,
                     }
-                self._bursts.add(key.partition(":")[2], n, now, **limits)
+                self._bursts.note("outbox.evicting", n, reason=key.partition(":")[2], **limits)
 
     def _check_disk(self) -> bool:
         """Below the free-space floor? Logs the start and the end of each low-disk spell."""

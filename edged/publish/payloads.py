@@ -272,25 +272,27 @@ class _Result(_Payload):
     source: Name
 
 
-class DetectionResult(_Result):
+class _FrameResult(_Result):
+    """Fields common to the results of a model run on one video frame."""
+
+    model: ModelRef
+    frame: FrameRef
+    timing_ms: Timing
+
+
+class DetectionResult(_FrameResult):
     """Payload of ``<prefix>/<dev>/<pipeline>/detections``."""
 
     KIND: ClassVar[ResultKind] = "detections"
 
-    model: ModelRef
-    frame: FrameRef
-    timing_ms: Timing
     detections: list[DetectionItem]
 
 
-class PoseResult(_Result):
+class PoseResult(_FrameResult):
     """Payload of ``<prefix>/<dev>/<pipeline>/pose``."""
 
     KIND: ClassVar[ResultKind] = "pose"
 
-    model: ModelRef
-    frame: FrameRef
-    timing_ms: Timing
     poses: list[PoseItem]
 
 
@@ -412,16 +414,8 @@ def detections_result(
     detections: Iterable[Detection],
 ) -> DetectionResult:
     """Build a detection result for ``frame`` (``ts``, ``source`` and size come from it)."""
-    return DetectionResult(
-        ts=iso_utc(frame.ts),
-        device=device,
-        pipeline=pipeline,
-        source=frame.source,
-        model=model,
-        frame=FrameRef.of(frame),
-        timing_ms=timing,
-        detections=[DetectionItem.of(d) for d in detections],
-    )
+    items = [DetectionItem.of(d) for d in detections]
+    return DetectionResult(**_run_on(frame, device, pipeline, model, timing), detections=items)
 
 
 def pose_result(
@@ -435,15 +429,23 @@ def pose_result(
 ) -> PoseResult:
     """Build a pose result for ``frame``."""
     return PoseResult(
-        ts=iso_utc(frame.ts),
-        device=device,
-        pipeline=pipeline,
-        source=frame.source,
-        model=model,
-        frame=FrameRef.of(frame),
-        timing_ms=timing,
-        poses=[PoseItem.of(p) for p in poses],
+        **_run_on(frame, device, pipeline, model, timing), poses=[PoseItem.of(p) for p in poses]
     )
+
+
+def _run_on(
+    frame: Frame, device: str, pipeline: str, model: ModelRef, timing: Timing
+) -> dict[str, Any]:
+    """The :class:`_FrameResult` fields of a model run on ``frame``."""
+    return {
+        "ts": iso_utc(frame.ts),
+        "device": device,
+        "pipeline": pipeline,
+        "source": frame.source,
+        "model": model,
+        "frame": FrameRef.of(frame),
+        "timing_ms": timing,
+    }
 
 
 def audio_result(

@@ -21,6 +21,7 @@ from edged.decode.audio import top_k as best_classes
 from edged.errors import ModelError
 from edged.infer.base import Model
 from edged.tasks import StageTimes
+from edged.tasks.detection import pick_decoder
 from edged.types import AudioClass
 
 #: Sample rate the audio models of the catalog expect, Hz.
@@ -78,13 +79,7 @@ class AudioTask:
                 f"audio task feeds [{WINDOW}] or [1, {WINDOW}] float32 "
                 f"({WINDOW / MODEL_RATE} s of {MODEL_RATE} Hz mono)"
             )
-        try:
-            factory = DECODERS[resolved.decoder]
-        except KeyError:
-            known = ", ".join(sorted(DECODERS))
-            raise ModelError(
-                f"unknown audio decoder {resolved.decoder!r} (known: {known})"
-            ) from None
+        factory = pick_decoder(DECODERS, resolved.decoder, "audio")
         self.decoder: AudioDecoder = factory(labels=resolved.labels)
         try:
             self.decoder.check(model.outputs)

@@ -1,4 +1,4 @@
-"""Image sizes read from headers alone, and the server's once-per-burst log."""
+"""Image sizes read from headers alone."""
 
 from __future__ import annotations
 
@@ -7,9 +7,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 import pytest
-from structlog.testing import capture_logs
 
-from edged.offload.guard import BurstLog
 from edged.offload.imagehead import ImageHeaderError, image_size
 
 
@@ -70,32 +68,3 @@ class TestImageSize:
         data[sof + 5 : sof + 7] = b"\x00\x00"
         with pytest.raises(ImageHeaderError, match="without a width and height"):
             image_size(bytes(data))
-
-
-class Clock:
-    def __init__(self) -> None:
-        self.now = 0.0
-
-    def __call__(self) -> float:
-        return self.now
-
-
-def test_a_burst_logs_its_first_event_and_then_one_summary_with_the_count() -> None:
-    clock = Clock()
-    bursts = BurstLog(quiet_s=10, clock=clock)
-    with capture_logs() as logs:
-        for _ in range(1000):
-            bursts.note("cloud.unauthorized", path="/health")
-            clock.now += 0.01
-        bursts.tick()  # not quiet long enough yet
-        clock.now += 10
-        bursts.tick()
-        bursts.note("cloud.unauthorized", path="/health")  # a new burst
-        bursts.end_all()
-    assert [(e["event"], e.get("count")) for e in logs] == [
-        ("cloud.unauthorized", None),
-        ("cloud.unauthorized", 1000),
-        ("cloud.unauthorized", None),
-        ("cloud.unauthorized", 1),
-    ]
-    assert logs[1]["burst_ended"] is True
