@@ -20,6 +20,9 @@ from edged.publish.payloads import (
     Stats,
     StatsAudioPipeline,
     StatsVideoPipeline,
+    ZoneCount,
+    ZoneOccupancy,
+    ZoneState,
 )
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
@@ -39,12 +42,18 @@ LIVE_MODELS: dict[str, TypeAdapter[Any]] = {
     f"{DEV}/stats": TypeAdapter(Stats),
     f"{DEV}/door/detections": TypeAdapter(DetectionResult),
     f"{DEV}/door/events": TypeAdapter(EventResult),
+    f"{DEV}/door/zones/room": TypeAdapter(ZoneState),
+    f"{DEV}/door/zones/room/occupancy": TypeAdapter(ZoneOccupancy),
+    f"{DEV}/door/zones/room/count": TypeAdapter(ZoneCount),
+    f"{DEV}/door/zones/room/count/person": TypeAdapter(ZoneCount),
     f"{DEV}/body/pose": TypeAdapter(PoseResult),
     f"{DEV}/ears/audio": TypeAdapter(AudioResult),
     f"{DEV}/models/ssd-mobilenet-v1-coco-int8/label": TypeAdapter(NutritionLabel),
     f"{DEV}/models/yamnet/label": TypeAdapter(NutritionLabel),
     f"{DEV}/models/movenet-lightning-int8/label": TypeAdapter(NutritionLabel),
 }
+#: Topics whose payload is a bare word, not JSON.
+PLAIN_TEXT = {f"{DEV}/availability", f"{DEV}/door/zones/room/occupancy"}
 
 
 @pytest.mark.broker
@@ -54,7 +63,7 @@ def test_live_stats_of_a_video_and_an_audio_pipeline_fit_the_model(
     """Every live ``stats`` message validates; video and audio pipelines get their own variant.
 
     Every other message of the run (detections, pose with its keypoints,
-    audio, events, …) is checked against its topic's model too, and a topic
+    audio, events, a zone's state, occupancy and counts, …) is checked against its topic's model too, and a topic
     without one fails the test.
     """
     cfg = base_config(tmp_path, models_dir, broker)
@@ -78,6 +87,9 @@ def test_live_stats_of_a_video_and_an_audio_pipeline_fit_the_model(
             "labels": ["person"],
             "publish": "all",
             "max_fps": 10,
+            "zones": [
+                {"name": "room", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]], "labels": ["person"]}
+            ],
         },
         {
             # Threshold 0: MoveNet's one pose is published even in the empty room,
@@ -125,10 +137,12 @@ def test_live_stats_of_a_video_and_an_audio_pipeline_fit_the_model(
 
     topics = {m.topic for m in sub.messages()}
     assert topics - set(LIVE_MODELS) == set(), "a published topic without a payload model"
+    zone = {t for t in LIVE_MODELS if "/zones/" in t}
+    assert zone <= topics, f"zone topics not published: {zone - topics}"
     poses = [PoseResult.model_validate_json(m.payload) for m in sub.messages(f"{DEV}/body/pose")]
     assert any(p.poses and len(p.poses[0].keypoints) == 17 for p in poses), "no pose published"
     for m in sub.messages():
-        if m.topic.endswith("/availability"):  # plain text, not JSON
+        if m.topic in PLAIN_TEXT:
             LIVE_MODELS[m.topic].validate_python(m.payload.decode())
         else:
             LIVE_MODELS[m.topic].validate_json(m.payload)
