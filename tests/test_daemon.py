@@ -9,14 +9,24 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from pydantic import TypeAdapter
 
 from edged.demo.broker import LocalBroker, free_port
+from edged.publish.payloads import Availability
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
 
 pytestmark = pytest.mark.broker
 
 AVAIL = "edged/testdev/availability"
+AVAILABILITY: TypeAdapter[Availability] = TypeAdapter(Availability)
+
+
+def availability(sub: Any) -> list[str]:
+    """Every ``availability`` payload received, each checked against the published type."""
+    return [AVAILABILITY.validate_python(m.payload.decode()) for m in sub.messages(AVAIL)]
+
+
 FPS = 10.0  # the walking clip's frame rate: frame id / FPS = seconds into the clip
 
 
@@ -118,6 +128,7 @@ def test_sigterm_publishes_stopped_and_exits_fast(
     assert rc == 0
     assert took < 10.0
     sub.wait_for(matching(AVAIL, b"stopped"), timeout=2)
+    assert availability(sub) == ["online", "stopped"]
     with broker.subscriber(AVAIL) as late:  # retained for newcomers
         assert late.wait_for(matching(AVAIL, retain=True), timeout=3).payload == b"stopped"
 
@@ -133,6 +144,7 @@ def test_sigkill_leaves_offline_last_will(
         daemon.signal(signal.SIGKILL)
         daemon.wait(5)
     sub.wait_for(matching(AVAIL, b"offline"), timeout=15)
+    assert availability(sub) == ["online", "offline"]
 
 
 def test_broker_down_at_start_is_not_fatal(

@@ -67,7 +67,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Final
 
 import paho.mqtt.client as paho
 import structlog
@@ -79,16 +79,17 @@ from paho.mqtt.subscribeoptions import SubscribeOptions
 
 from edged.config.settings import MqttSettings
 from edged.errors import PublishError
-from edged.publish.payloads import Message, MqttState
+from edged.publish.payloads import Message, MqttState, availability_payload
 from edged.publish.reconnect import SHORT_SESSION_S, Backoff
 from edged.publish.topics import Topics, check_topic
 from edged.sched import lower_this_thread
 
 log = structlog.get_logger(__name__)
 
-ONLINE = b"online"
-STOPPED = b"stopped"
-OFFLINE = b"offline"
+# The retained ``availability`` payloads (``Availability`` in edged/publish/payloads.py).
+ONLINE: Final = availability_payload("online")
+STOPPED: Final = availability_payload("stopped")
+OFFLINE: Final = availability_payload("offline")
 
 _EXPIRY_CACHE = 256  # distinct Message Expiry values kept as shared Properties
 _TOPIC_CACHE = 1024  # distinct topics remembered as valid (results use a handful)

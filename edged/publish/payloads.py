@@ -27,10 +27,20 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Annotated, Any, ClassVar, Final, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, JsonValue, model_validator
+from pydantic import (
+    AfterValidator,
+    BaseModel,
+    ConfigDict,
+    Discriminator,
+    Field,
+    JsonValue,
+    RootModel,
+    Tag,
+    model_validator,
+)
 from pydantic.json_schema import SkipJsonSchema
 
-from edged.config.settings import check_segment
+from edged.config.settings import CommandName, check_segment
 from edged.publish.topics import ResultKind, Topics
 from edged.types import AudioClass, Detection, Frame, Pose
 
@@ -401,6 +411,22 @@ ZoneOccupancy = Literal["ON", "OFF"]
 ZoneCount = Annotated[int, Field(ge=0)]
 
 
+# --- availability (plain text, retained) ----------------------------------------
+
+#: Payload of ``<prefix>/<dev>/availability``: ``online`` once connected,
+#: ``stopped`` on a clean exit, ``offline`` as the broker's Last Will.
+Availability = Literal["online", "stopped", "offline"]
+
+
+def availability_payload(value: Availability) -> bytes:
+    """The bytes of an ``availability`` message: the bare word, no JSON quotes.
+
+    Plain text because Home Assistant's ``availability_topic`` compares the
+    payload with ``payload_available`` as is.
+    """
+    return value.encode("ascii")
+
+
 # --- builders from stage values ---------------------------------------------
 
 
@@ -709,6 +735,227 @@ class Stats(_Payload):
     events: StatsEvents | None = None
 
 
+# --- model rollout (retained) -----------------------------------------------------
+
+RolloutPhase = Literal[
+    "downloading",
+    "evaluating",
+    "probation",
+    "done",
+    "rolled_back",
+    "refused",
+    "stepped_down",
+    "stepped_up",
+]
+#: Golden-set numbers of a model (label metrics: accuracy, latency ms, size MB);
+#: None where the golden set cannot measure one (no positives of a label, say).
+RolloutMetrics = dict[str, float | None]
+
+
+class ModelId(_Payload):
+    """A model as results name it; ``sha256`` is empty until an unpinned download has it."""
+
+    name: str = Field(min_length=1)
+    sha256: str = Field("", pattern=r"^([0-9a-f]{64})?$")
+
+
+class _RolloutFields(_Payload):
+    """The fields of a rollout step, in ``…/models/rollout`` and in ``model_update``'s reply."""
+
+    model_config = ConfigDict(populate_by_name=True)
+
+    ts: Timestamp = Field(description="When this phase began.")
+    device: Name
+    pipeline: Name
+    from_: ModelId | None = Field(None, alias="from", description="The model before the switch.")
+    to: ModelId = Field(description="The candidate.")
+    phase: RolloutPhase
+    reason: str = Field("", description="Why this phase (a refusal or a rollback names the bar).")
+    require: list[str] = Field(default_factory=list, description="The pipeline's bar.")
+    max_latency_ms: float = Field(0.0, ge=0.0)
+    metrics: RolloutMetrics = Field(
+        default_factory=dict, description="The candidate's golden-set numbers (label metrics)."
+    )
+    from_metrics: RolloutMetrics = Field(
+        default_factory=dict,
+        description="Right-sizing: the previous model's golden-set numbers (both labels).",
+    )
+    probation: dict[Literal["frames", "failures", "latency_p95_ms"], float] = Field(
+        default_factory=dict, description="Probation window so far: frames, failures, p95 ms."
+    )
+
+
+class _Version(_Payload):
+    v: Literal[1] = PAYLOAD_VERSION
+
+
+# _Version last: pydantic puts the fields of the last base first, so ``v`` leads.
+class RolloutStatus(_RolloutFields, _Version):
+    """Retained payload of ``<prefix>/<dev>/models/rollout``: the latest rollout step (docs/rollout.md).
+
+    Phases are published with ``model_copy(update=…)``, which does not
+    validate: the live tests validate every message against this model.
+    """
+
+    def encode(self) -> bytes:
+        """Compact JSON, ``from`` by its alias, absent ``from`` left out."""
+        return self.model_dump_json(by_alias=True, exclude_none=True).encode()
+
+
+# --- command replies (docs/commands.md "Reply") ---------------------------------------
+
+
+class _ReplyHead(_Payload):
+    """What every reply starts with."""
+
+    ok: bool
+    command: CommandName | None = Field(
+        None, description="The command, when the request named one there is."
+    )
+    id: Annotated[str, Field(min_length=1, max_length=128)] | None = Field(
+        None, description="The request's own id, echoed when it carried a valid one."
+    )
+
+
+class _Done(_ReplyHead):
+    ok: Literal[True]
+
+
+class CommandRefusal(_ReplyHead):
+    """``{"ok": false, …}``: the command was refused or failed, and nothing changed."""
+
+    ok: Literal[False]
+    error: str = Field(
+        pattern=r"^.+?: .",
+        description="'<field>: <problem>'; the field is a payload field, payload, command, "
+        "response_topic, config, …",
+    )
+    applied: Literal[False] | None = Field(None, description="A refused reload.")
+    problems: list[str] | None = Field(
+        None, description="A refused reload: each '<file>: <key>: <problem>'."
+    )
+    phase: Literal["refused"] | None = Field(None, description="A refused model_update.")
+    metrics: RolloutMetrics | None = Field(
+        None, description="A refused model_update: the candidate's golden-set numbers."
+    )
+
+
+class PingReply(_Done):
+    """Reply to ``ping``."""
+
+    command: Literal["ping"]
+    device: Name
+    version: str
+    uptime_s: Annotated[float, Field(ge=0.0)]
+
+
+class ToggleReply(_Done):
+    """Reply to ``enable``, ``disable`` and ``set_enabled``."""
+
+    command: Literal["enable", "disable", "set_enabled"]
+    pipeline: Name
+    enabled: bool
+    changed: bool = Field(description="False when the pipeline already was so.")
+
+
+class SetThresholdReply(_Done):
+    """Reply to ``set_threshold``."""
+
+    command: Literal["set_threshold"]
+    pipeline: Name
+    threshold: float = Field(ge=0.0, le=1.0)
+    previous: float = Field(ge=0.0, le=1.0)
+
+
+class ReloadReply(_Done):
+    """Reply to an applied ``reload`` (a refused one is a :class:`CommandRefusal`)."""
+
+    command: Literal["reload"]
+    applied: Literal[True]
+    pipelines: list[Name]
+    restart_needed: list[str] = Field(description="Changed keys that need a restart.")
+
+
+class SnapshotFrame(_Payload):
+    """The frame a snapshot was taken of."""
+
+    id: int = Field(ge=0)
+    ts: Timestamp
+    w: int = Field(gt=0)
+    h: int = Field(gt=0)
+
+
+class SnapshotReply(_Done):
+    """Reply to ``snapshot``: the JPEG went to ``topic``."""
+
+    command: Literal["snapshot"]
+    source: Name
+    topic: str
+    frame: SnapshotFrame
+    width: int = Field(gt=0)
+    height: int = Field(gt=0)
+    bytes: int = Field(gt=0)
+
+
+class EventSnapshotReply(_Done):
+    """Reply to ``event_snapshot``: the stored JPEG went to ``topic``."""
+
+    command: Literal["event_snapshot"]
+    event_id: str = Field(pattern=r"^[0-9A-Za-z_-]{1,64}$")
+    pipeline: Name
+    crop: bool
+    topic: str
+    path: str
+    bytes: int = Field(gt=0)
+
+
+# _Done last: ok, command and id lead, as in every reply.
+class ModelUpdateReply(_RolloutFields, _Done):
+    """Reply to ``model_update`` once switched: the rollout status, without ``v``."""
+
+    command: Literal["model_update"]
+    probation_s: float = Field(ge=0.0)
+
+
+_TOGGLES: Final = ("enable", "disable", "set_enabled")
+
+
+def _reply_kind(value: Any) -> str | None:
+    """The union member a reply is: a refusal, else by its command."""
+    if isinstance(value, dict):
+        ok, command = value.get("ok"), value.get("command")
+    else:
+        ok, command = getattr(value, "ok", None), getattr(value, "command", None)
+    if ok is not True:
+        return "refusal"
+    return "toggle" if command in _TOGGLES else command
+
+
+class CommandReply(
+    RootModel[
+        Annotated[
+            Annotated[CommandRefusal, Tag("refusal")]
+            | Annotated[PingReply, Tag("ping")]
+            | Annotated[ToggleReply, Tag("toggle")]
+            | Annotated[SetThresholdReply, Tag("set_threshold")]
+            | Annotated[ReloadReply, Tag("reload")]
+            | Annotated[SnapshotReply, Tag("snapshot")]
+            | Annotated[EventSnapshotReply, Tag("event_snapshot")]
+            | Annotated[ModelUpdateReply, Tag("model_update")],
+            Discriminator(_reply_kind),
+        ]
+    ]
+):
+    """Payload of ``<prefix>/<dev>/cmd/<command>/reply`` and of MQTT 5 response topics.
+
+    ``{"ok": false, …}`` is a :class:`CommandRefusal`; a success is the
+    model of its command, so a field a command adds to its reply without
+    adding it here fails validation (docs/commands.md "Reply").
+    """
+
+    model_config = ConfigDict(frozen=True)
+
+
 # --- bytes on the wire ---------------------------------------------------------
 
 
@@ -797,5 +1044,7 @@ def payload_json_schemas() -> dict[str, dict[str, Any]]:
         "state": State,
         "stats": Stats,
         "zone": ZoneState,
+        "rollout": RolloutStatus,
+        "reply": CommandReply,
     }
     return {kind: m.model_json_schema(mode="serialization") for kind, m in models.items()}

@@ -36,12 +36,11 @@ from edged.errors import CommandError, EdgedError
 from edged.infer.accel import cache_dir
 from edged.infer.base import Model
 from edged.infer.registry import load_model
-from edged.publish.payloads import Message, iso_utc
+from edged.publish.payloads import Message, ModelId, RolloutPhase, RolloutStatus, iso_utc
 from edged.rollout import policy
 from edged.rollout.desired import DesiredWatch
 from edged.rollout.evaluate import evaluate
 from edged.rollout.rightsizing import RightSizing
-from edged.rollout.status import ModelId, Phase, RolloutStatus
 from edged.runtime.video import Pipeline
 from edged.tasks import VisionTask, build_task
 
@@ -375,7 +374,9 @@ class RolloutManager:
         self._after_change()
         self._finish(run, "rolled_back", why, close=False)
 
-    def _finish(self, run: _Rollout, phase: Phase, reason: str, *, close: bool = True) -> None:
+    def _finish(
+        self, run: _Rollout, phase: RolloutPhase, reason: str, *, close: bool = True
+    ) -> None:
         """End the rollout: publish ``phase``; after ``done`` the previous model is closed."""
         run.finished = True
         if close:
@@ -387,7 +388,7 @@ class RolloutManager:
         self._busy.release()
 
     # -- status -----------------------------------------------------------
-    def _phase(self, status: RolloutStatus, phase: Phase, **update: Any) -> RolloutStatus:
+    def _phase(self, status: RolloutStatus, phase: RolloutPhase, **update: Any) -> RolloutStatus:
         status = status.model_copy(
             update={"phase": phase, "ts": iso_utc(time.time()), "reason": "", **update}
         )

@@ -28,11 +28,11 @@ from edged.catalog.fetch import pull
 from edged.catalog.resolve import ResolvedModel, mirror_dir, resolve_entry
 from edged.errors import EdgedError
 from edged.infer.base import Model
+from edged.publish.payloads import ModelId, RolloutStatus, iso_utc
 from edged.publish.results import soc_temperature
 from edged.rollout import policy
 from edged.rollout.evaluate import evaluate
 from edged.rollout.rightsize import Limits, RightSizer, Sample, Step, next_smaller
-from edged.rollout.status import ModelId, RolloutStatus
 from edged.runtime.video import Pipeline
 from edged.sched import background
 from edged.tasks import VisionTask
@@ -248,7 +248,7 @@ class RightSizing:
         old_model.close()
         m._after_change()
         status = RolloutStatus(
-            ts="",
+            ts=iso_utc(time.time()),  # _phase stamps it again; the model needs a valid one
             device=app.settings.device_id,
             pipeline=p.name,
             from_=ModelId(name=old_resolved.name, sha256=old_resolved.sha256),

@@ -6,6 +6,7 @@ import json
 import threading
 import time
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -13,7 +14,16 @@ import pytest
 from edged.control.commands import Command
 from edged.control.router import QUEUE_SIZE, CommandRouter
 from edged.publish.mqtt import MqttClient
-from tests.control.conftest import RunningApp
+from edged.publish.payloads import (
+    CommandRefusal,
+    CommandReply,
+    PingReply,
+    ReloadReply,
+    SetThresholdReply,
+    SnapshotReply,
+    ToggleReply,
+)
+from tests.control.conftest import RunningApp, photos_config
 from tests.helpers.broker import RunningBroker
 from tests.helpers.commands import BASE, CommandClient
 
@@ -108,6 +118,58 @@ def test_bad_requests_get_an_error_naming_the_field(
     assert reply.doc["error"].startswith(error), reply.doc["error"]
 
 
+def test_every_live_reply_fits_the_reply_model(
+    running: RunningApp, tmp_path: Path, models_dir: Path, media_dir: Path
+) -> None:
+    """ping, a refused response topic, invalid JSON, an unknown command, a failing command,
+    commands that change things, a reload, then a command the reloaded allow-list refuses:
+    every reply validates as the CommandReply variant of its kind, key for key."""
+    cfg = photos_config(tmp_path, models_dir, media_dir, running.broker)
+    with running.client() as client:
+        sent = {
+            "ping": client.send("ping", {"id": "p1"}),
+            "refused topic": client.send(
+                "disable", {"pipeline": "door"}, response_topic="home/lock/set"
+            ),
+            "invalid": client.send("ping", b"not json"),
+            "unknown": client.send("reboot", b"{}"),
+            "failing": client.send("enable", {"pipeline": "garage"}),
+            "threshold": client.send("set_threshold", {"pipeline": "door", "threshold": 0.6}),
+            "disable": client.send("disable", {"pipeline": "door", "reason": "test"}),
+            "enable": client.send("enable", {"pipeline": "door"}),
+            "snapshot": client.send("snapshot", {"source": "cam0", "max_side": 64}),
+        }
+        replies = {name: client.wait(corr) for name, corr in sent.items()}
+        running.rewrite({**cfg, "commands": {"allow": ["ping"]}})
+        replies["reload"] = client.wait(client.send("reload"), timeout=60)
+        replies["not allowed"] = client.wait(
+            client.send("disable", {"pipeline": "door", "id": "n"})
+        )
+    models = {name: CommandReply.model_validate_json(r.payload).root for name, r in replies.items()}
+    want = {
+        "ping": PingReply,
+        "refused topic": CommandRefusal,
+        "invalid": CommandRefusal,
+        "unknown": CommandRefusal,
+        "failing": CommandRefusal,
+        "threshold": SetThresholdReply,
+        "disable": ToggleReply,
+        "enable": ToggleReply,
+        "snapshot": SnapshotReply,
+        "reload": ReloadReply,
+        "not allowed": CommandRefusal,
+    }
+    assert {n: type(m) for n, m in models.items()} == want, {n: r.doc for n, r in replies.items()}
+    for name, model in models.items():  # nothing published that the model does not hold
+        dumped = model.model_dump_json(by_alias=True, exclude_unset=True)
+        assert json.loads(dumped) == replies[name].doc, name
+    assert models["unknown"].command is None
+    not_allowed = models["not allowed"]
+    assert isinstance(not_allowed, CommandRefusal)
+    assert not_allowed.id == "n"
+    assert not_allowed.error.startswith("command: 'disable' is not allowed")
+
+
 # -- the bounded queue -------------------------------------------------------------------
 
 
@@ -139,7 +201,8 @@ def test_commands_beyond_the_queue_get_busy_and_every_request_one_reply(
     """With the worker stuck, at most QUEUE_SIZE (+1 running) wait; the rest are answered busy."""
     router, release = gated_router
     sent = QUEUE_SIZE + 30
-    with CommandClient(broker.host, broker.port) as client:
+    # validate=False: the stand-in execute's replies are no command's reply model.
+    with CommandClient(broker.host, broker.port, validate=False) as client:
         time.sleep(0.3)  # the router's SUBSCRIBE is through
         corrs = [client.send("ping") for _ in range(sent)]
         busy = [client.wait(c) for c in corrs[QUEUE_SIZE + 1 :]]

@@ -3,6 +3,11 @@
 Replies are matched to requests by their Correlation Data (MQTT 5), so many
 requests may be in flight at once; an MQTT 3.1.1 client instead reads the
 default reply topic ``<prefix>/<dev>/cmd/<command>/reply``.
+
+Every reply a test waits for is validated against
+:class:`~edged.publish.payloads.CommandReply` (``validate=False`` only for a
+router whose ``execute`` is a test stand-in), so every command test also
+checks the published reply schema on live messages.
 """
 
 from __future__ import annotations
@@ -20,6 +25,8 @@ from paho.mqtt.packettypes import PacketTypes
 from paho.mqtt.properties import Properties
 from paho.mqtt.reasoncodes import ReasonCode
 from paho.mqtt.subscribeoptions import SubscribeOptions
+
+from edged.publish.payloads import CommandReply
 
 BASE = "edged/testdev"
 
@@ -47,9 +54,12 @@ def _no_delay(_client: paho.Client, _userdata: Any, sock: Any) -> None:
 class CommandClient:
     """Sends commands to ``edged/testdev`` and collects every reply under ``…/cmd/#``."""
 
-    def __init__(self, host: str, port: int, *, v5: bool = True, base: str = BASE) -> None:
+    def __init__(
+        self, host: str, port: int, *, v5: bool = True, base: str = BASE, validate: bool = True
+    ) -> None:
         self.base = base
         self.v5 = v5
+        self.validate = validate
         self._cond = threading.Condition()
         self._by_corr: dict[bytes, Reply] = {}
         self._all: list[Reply] = []
@@ -134,7 +144,7 @@ class CommandClient:
         with self._cond:
             if not self._cond.wait_for(lambda: correlation in self._by_corr, timeout):
                 raise AssertionError(f"no reply with correlation {correlation!r} in {timeout} s")
-            return self._by_corr[correlation]
+            return self._checked(self._by_corr[correlation])
 
     def request(
         self, command: str, payload: bytes | dict[str, Any] | None = None, timeout: float = 10.0
@@ -150,7 +160,13 @@ class CommandClient:
             )
             got = [r for r in self._all if r.topic == topic]
         assert ok, f"{len(got)} of {count} messages on {topic} in {timeout} s: {self._all[-5:]}"
-        return got[:count]
+        return [self._checked(r) for r in got[:count]]
+
+    def _checked(self, reply: Reply) -> Reply:
+        """``reply``, once it validates against the published reply model."""
+        if self.validate:
+            CommandReply.model_validate_json(reply.payload)
+        return reply
 
     def received(self) -> list[Reply]:
         """Every reply so far."""

@@ -14,13 +14,18 @@ from hypothesis import given
 from hypothesis import strategies as st
 from pydantic import ValidationError
 
+from edged.publish.mqtt import OFFLINE, ONLINE, STOPPED
 from edged.publish.payloads import (
+    CommandRefusal,
+    CommandReply,
     DetectionItem,
     DetectionResult,
     Message,
+    ModelId,
     ModelRef,
     OffloadResult,
     ResultEnvelope,
+    RolloutStatus,
     State,
     Timing,
     audio_result,
@@ -306,11 +311,78 @@ def test_json_schemas_for_docs() -> None:
         "state",
         "stats",
         "zone",
+        "rollout",
+        "reply",
     }
     det = schemas["detections"]
     assert det["required"][:3] == ["v", "id", "seq"]
     assert det["properties"]["seq"]["type"] == "integer"
+    assert "from" in schemas["rollout"]["properties"]  # by its alias, as published
     json.dumps(schemas)  # serializable as-is
+
+
+def test_availability_payloads_are_the_bare_words() -> None:
+    """The availability constants the client publishes are the plain words of ``Availability``."""
+    assert (ONLINE, STOPPED, OFFLINE) == (b"online", b"stopped", b"offline")
+
+
+PING = {"ok": True, "command": "ping", "id": "r1", "device": "pi", "version": "1", "uptime_s": 2.5}
+
+
+def test_command_reply_refuses_a_field_its_command_does_not_name() -> None:
+    """A reply field added in a command without adding it to its model is refused."""
+    CommandReply.model_validate(PING)
+    with pytest.raises(ValidationError, match="extra"):
+        CommandReply.model_validate({**PING, "extra": 1})
+    with pytest.raises(ValidationError, match="pipeline"):  # a ping reply is no toggle reply
+        CommandReply.model_validate({**PING, "pipeline": "door"})
+
+
+def test_command_reply_success_needs_a_known_command_and_a_refusal_an_error() -> None:
+    """ok=true without a command (or an unknown one) is refused; ok=false needs '<field>: …'."""
+    for doc in ({"ok": True}, {"ok": True, "command": "reboot"}):
+        with pytest.raises(ValidationError):
+            CommandReply.model_validate(doc)
+    refusal = CommandReply.model_validate({"ok": False, "error": "command: unknown command 'x'"})
+    assert isinstance(refusal.root, CommandRefusal)
+    assert refusal.root.command is None
+    for error in ("", "no field named"):
+        with pytest.raises(ValidationError, match="error"):
+            CommandReply.model_validate({"ok": False, "command": "ping", "error": error})
+
+
+def _status() -> RolloutStatus:
+    return RolloutStatus(
+        ts=iso_utc(TS),
+        device="pi-kitchen",
+        pipeline="door",
+        from_=ModelId(name="ssd-mobilenet-v1-coco-int8", sha256="ab" * 32),
+        to=ModelId(name="yolox-nano-coco"),
+        phase="downloading",
+    )
+
+
+def test_rollout_status_is_v_first_with_from_by_its_alias() -> None:
+    """The retained rollout document leads with v and names the previous model ``from``."""
+    body = json.loads(_status().encode())
+    assert next(iter(body)) == "v"
+    assert body["from"]["name"] == "ssd-mobilenet-v1-coco-int8"
+    assert body["to"] == {"name": "yolox-nano-coco", "sha256": ""}
+    assert RolloutStatus.model_validate(body) == _status()
+
+
+def test_rollout_status_refuses_unknown_keys_and_bad_values() -> None:
+    """An unknown key, an invalid timestamp or sha256, or an unknown phase is refused."""
+    body = json.loads(_status().encode())
+    for key, value in [
+        ("extra", 1),
+        ("ts", ""),
+        ("phase", "paused"),
+        ("to", {"name": "x", "sha256": "abc"}),
+        ("probation", {"frames": 1.0, "seconds": 2.0}),
+    ]:
+        with pytest.raises(ValidationError, match=key):
+            RolloutStatus.model_validate({**body, key: value})
 
 
 def test_message_validates_qos_and_expiry() -> None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any
 
 import pytest
 from pydantic import TypeAdapter, ValidationError
@@ -12,12 +12,17 @@ from pydantic import TypeAdapter, ValidationError
 from edged.label.nutrition import NutritionLabel
 from edged.publish.payloads import (
     AudioResult,
+    Availability,
     DetectionResult,
     EventResult,
+    PoseResult,
     State,
     Stats,
     StatsAudioPipeline,
     StatsVideoPipeline,
+    ZoneCount,
+    ZoneOccupancy,
+    ZoneState,
 )
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
@@ -25,22 +30,30 @@ from tests.helpers.daemon import Daemon, base_config, write_config
 DEV = "edged/testdev"
 
 
-def _both_pipelines_ran(payload: bytes) -> bool:
+def _all_pipelines_ran(payload: bytes) -> bool:
     pipelines = json.loads(payload)["pipelines"]
-    return all(pipelines.get(n, {}).get("processed", 0) > 0 for n in ("door", "ears"))
+    return all(pipelines.get(n, {}).get("processed", 0) > 0 for n in ("door", "body", "ears"))
 
 
 #: Payload model of every topic this daemon publishes (README "MQTT topics and payloads").
 LIVE_MODELS: dict[str, TypeAdapter[Any]] = {
-    f"{DEV}/availability": TypeAdapter(Literal["online", "stopped", "offline"]),
+    f"{DEV}/availability": TypeAdapter(Availability),
     f"{DEV}/state": TypeAdapter(State),
     f"{DEV}/stats": TypeAdapter(Stats),
     f"{DEV}/door/detections": TypeAdapter(DetectionResult),
     f"{DEV}/door/events": TypeAdapter(EventResult),
+    f"{DEV}/door/zones/room": TypeAdapter(ZoneState),
+    f"{DEV}/door/zones/room/occupancy": TypeAdapter(ZoneOccupancy),
+    f"{DEV}/door/zones/room/count": TypeAdapter(ZoneCount),
+    f"{DEV}/door/zones/room/count/person": TypeAdapter(ZoneCount),
+    f"{DEV}/body/pose": TypeAdapter(PoseResult),
     f"{DEV}/ears/audio": TypeAdapter(AudioResult),
     f"{DEV}/models/ssd-mobilenet-v1-coco-int8/label": TypeAdapter(NutritionLabel),
     f"{DEV}/models/yamnet/label": TypeAdapter(NutritionLabel),
+    f"{DEV}/models/movenet-lightning-int8/label": TypeAdapter(NutritionLabel),
 }
+#: Topics whose payload is a bare word, not JSON.
+PLAIN_TEXT = {f"{DEV}/availability", f"{DEV}/door/zones/room/occupancy"}
 
 
 @pytest.mark.broker
@@ -49,8 +62,9 @@ def test_live_stats_of_a_video_and_an_audio_pipeline_fit_the_model(
 ) -> None:
     """Every live ``stats`` message validates; video and audio pipelines get their own variant.
 
-    Every other message of the run is checked against its topic's model too,
-    and a topic without one fails the test.
+    Every other message of the run (detections, pose with its keypoints,
+    audio, events, a zone's state, occupancy and counts, …) is checked against its topic's model too, and a topic
+    without one fails the test.
     """
     cfg = base_config(tmp_path, models_dir, broker)
     cfg["stats_interval_s"] = 1
@@ -73,6 +87,20 @@ def test_live_stats_of_a_video_and_an_audio_pipeline_fit_the_model(
             "labels": ["person"],
             "publish": "all",
             "max_fps": 10,
+            "zones": [
+                {"name": "room", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]], "labels": ["person"]}
+            ],
+        },
+        {
+            # Threshold 0: MoveNet's one pose is published even in the empty room,
+            # so that keypoints are validated without waiting for the people.
+            "name": "body",
+            "source": "cam0",
+            "task": "pose",
+            "model": "movenet-lightning-int8",
+            "threshold": 0.0,
+            "publish": "all",
+            "max_fps": 10,
         },
         {
             "name": "ears",
@@ -88,7 +116,7 @@ def test_live_stats_of_a_video_and_an_audio_pipeline_fit_the_model(
     sub = broker.subscriber(f"{DEV}/#")
     with Daemon(write_config(tmp_path / "edged.toml", cfg)) as daemon:
         sub.wait_for(
-            lambda m: matching(f"{DEV}/stats")(m) and _both_pipelines_ran(m.payload), timeout=90
+            lambda m: matching(f"{DEV}/stats")(m) and _all_pipelines_ran(m.payload), timeout=90
         )
         rc, _ = daemon.stop()
         assert rc == 0, daemon.output
@@ -98,6 +126,7 @@ def test_live_stats_of_a_video_and_an_audio_pipeline_fit_the_model(
     last = samples[-1]
     assert isinstance(last.pipelines["door"], StatsVideoPipeline)
     assert isinstance(last.pipelines["ears"], StatsAudioPipeline)
+    assert isinstance(last.pipelines["body"], StatsVideoPipeline)
     assert last.pipelines["door"].accelerator is not None
     assert set(last.sources) == {"cam0", "mic0"}
     assert last.outbox is not None
@@ -108,8 +137,12 @@ def test_live_stats_of_a_video_and_an_audio_pipeline_fit_the_model(
 
     topics = {m.topic for m in sub.messages()}
     assert topics - set(LIVE_MODELS) == set(), "a published topic without a payload model"
+    zone = {t for t in LIVE_MODELS if "/zones/" in t}
+    assert zone <= topics, f"zone topics not published: {zone - topics}"
+    poses = [PoseResult.model_validate_json(m.payload) for m in sub.messages(f"{DEV}/body/pose")]
+    assert any(p.poses and len(p.poses[0].keypoints) == 17 for p in poses), "no pose published"
     for m in sub.messages():
-        if m.topic.endswith("/availability"):  # plain text, not JSON
+        if m.topic in PLAIN_TEXT:
             LIVE_MODELS[m.topic].validate_python(m.payload.decode())
         else:
             LIVE_MODELS[m.topic].validate_json(m.payload)

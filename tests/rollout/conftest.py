@@ -17,6 +17,7 @@ import pytest
 from edged.catalog.catalog import load_catalog
 from edged.catalog.fetch import pull
 from edged.daemon.check import Preflight
+from edged.publish.payloads import RolloutStatus
 from tests.control.conftest import RunningApp, photos_config, start_app, wait_until_serving
 from tests.helpers.broker import RunningBroker, Subscriber
 from tests.helpers.commands import CommandClient
@@ -72,6 +73,17 @@ def docs(sub: Subscriber, topic: str) -> list[dict[str, Any]]:
     return [json.loads(m.payload) for m in sub.messages(topic)]
 
 
+def statuses(sub: Subscriber) -> list[dict[str, Any]]:
+    """Every rollout status received, each checked against :class:`RolloutStatus` key for key."""
+    found = []
+    for m in sub.messages(ROLLOUT):
+        status = RolloutStatus.model_validate_json(m.payload)
+        doc = json.loads(m.payload)
+        assert json.loads(status.model_dump_json(by_alias=True, exclude_unset=True)) == doc
+        found.append(doc)
+    return found
+
+
 def phases(sub: Subscriber) -> list[str]:
     """The rollout phases published so far."""
-    return [d["phase"] for d in docs(sub, ROLLOUT)]
+    return [d["phase"] for d in statuses(sub)]

@@ -18,10 +18,10 @@ from tests.helpers.broker import Subscriber
 from tests.rollout.conftest import (
     BASE,
     DETECTIONS,
-    ROLLOUT,
     StartRollout,
     docs,
     phases,
+    statuses,
 )
 from tests.rollout.doubles import SlowInPipelines
 
@@ -36,7 +36,7 @@ def wait_phase(sub: Subscriber, phase: str, timeout: float = 30.0) -> dict[str, 
     """The first rollout status in ``phase``."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
-        for doc in docs(sub, ROLLOUT):
+        for doc in statuses(sub):
             if doc["phase"] == phase:
                 return doc
         time.sleep(0.05)
