@@ -56,12 +56,14 @@ from dataclasses import dataclass
 from typing import Any, Final
 
 import structlog
+from pydantic import ValidationError
 
 from edged.config.settings import READ_ONLY_COMMANDS, check_segment
 from edged.control.commands import COMMANDS, Command, encode_reply, parse, show
 from edged.errors import CommandError, PublishError
 from edged.log import BurstLog
 from edged.publish.mqtt import MqttClient, RequestProperties, show_topic
+from edged.publish.payloads import CommandReply
 from edged.sched import background
 
 log = structlog.get_logger(__name__)
@@ -126,6 +128,7 @@ class CommandRouter:
         self._mqtt = mqtt
         self._allowed = allowed
         self._not_allowed_log = BurstLog("command.not_allowed")
+        self._invalid = BurstLog("command.reply_invalid")
         self._topics = mqtt.topics
         self._execute = execute
         self._reply_root = f"{self._topics.base}/cmd/"
@@ -202,11 +205,12 @@ class CommandRouter:
         except Exception:  # a bug in one command must still get an answer
             log.exception("command.crashed", command=request.command)
             doc = {"ok": False, "error": f"{request.command}: internal error; see the daemon's log"}
-        if doc["ok"]:
+        reply = self._checked(self._frame(request, command, doc))
+        if reply["ok"]:
             self.counters.ok += 1
         else:
             self.counters.error += 1
-        self._publish(reply_to, request, self._frame(request, command, doc), qos=1)
+        self._publish(reply_to, request, reply, qos=1)
 
     # -- the allow-list ----------------------------------------------------------
 
@@ -302,12 +306,34 @@ class CommandRouter:
         self._publish(topic, request, doc, qos=qos)
 
     def _publish(self, topic: str, request: Request, doc: dict[str, Any], *, qos: int) -> None:
+        doc = self._checked(doc)
         try:
             self._mqtt.publish(
                 topic, encode_reply(doc), qos=qos, correlation_data=request.props.correlation_data
             )
         except PublishError as exc:
             log.warning("command.reply_failed", topic=show(topic), error=str(exc))
+
+    def _checked(self, doc: dict[str, Any]) -> dict[str, Any]:
+        """``doc`` if it fits :class:`CommandReply`, else a refusal saying the reply was lost.
+
+        The reply models are the published contract (docs/commands.md "Reply"):
+        a command that grows a field without its model must not reach
+        subscribers that validate, and must be noticed here rather than there.
+        """
+        try:
+            CommandReply.model_validate(doc)
+        except ValidationError as exc:
+            command = doc.get("command")
+            self._invalid.note(command=str(command), error=str(exc).splitlines()[0])
+            head: dict[str, Any] = {k: doc[k] for k in ("command", "id") if k in doc}
+            return {
+                "ok": False,
+                **head,
+                "error": f"{command or 'command'}: internal error: its reply did not fit the "
+                "reply model (see the daemon's log, command.reply_invalid)",
+            }
+        return doc
 
     def _refused(self, request: Request, error: CommandError) -> None:
         """Log refusals once per interval, with how many there were (worker thread only)."""

@@ -89,6 +89,14 @@ class Publisher:
         self._client.loop_stop()
 
 
+#: What the stand-in command executor answers: the fields of each real reply.
+REPLIES: dict[str, dict[str, Any]] = {
+    "ping": {"device": DEVICE, "version": "0", "uptime_s": 0.0},
+    "reload": {"applied": True, "pipelines": [], "restart_needed": []},
+    "disable": {"pipeline": "door", "enabled": False},
+}
+
+
 @pytest.fixture
 def setup(tmp_path: Path) -> Iterator[Setup]:
     broker = AclBroker(workdir=tmp_path / "broker", users=USERS)
@@ -97,7 +105,7 @@ def setup(tmp_path: Path) -> Iterator[Setup]:
 
     def execute(command: Command) -> dict[str, Any]:
         executed.append(command.NAME)
-        return {}
+        return REPLIES[command.NAME]  # the router checks replies against their models
 
     settings = MqttSettings(
         host=broker.host,

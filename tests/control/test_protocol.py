@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from structlog.testing import capture_logs
 
 from edged.control.commands import Command
 from edged.control.router import QUEUE_SIZE, CommandRouter
@@ -180,7 +181,7 @@ def gated_router(broker: RunningBroker) -> Iterator[tuple[CommandRouter, threadi
 
     def execute(command: Command) -> dict[str, Any]:
         release.wait(10)
-        return {"name": command.NAME}
+        return {"device": "testdev", "version": "0", "uptime_s": 0.0}  # what ping replies
 
     mqtt = MqttClient(broker.settings(), "testdev")
     router = CommandRouter(mqtt, execute)
@@ -201,8 +202,7 @@ def test_commands_beyond_the_queue_get_busy_and_every_request_one_reply(
     """With the worker stuck, at most QUEUE_SIZE (+1 running) wait; the rest are answered busy."""
     router, release = gated_router
     sent = QUEUE_SIZE + 30
-    # validate=False: the stand-in execute's replies are no command's reply model.
-    with CommandClient(broker.host, broker.port, validate=False) as client:
+    with CommandClient(broker.host, broker.port) as client:
         time.sleep(0.3)  # the router's SUBSCRIBE is through
         corrs = [client.send("ping") for _ in range(sent)]
         busy = [client.wait(c) for c in corrs[QUEUE_SIZE + 1 :]]
@@ -216,3 +216,36 @@ def test_commands_beyond_the_queue_get_busy_and_every_request_one_reply(
     assert QUEUE_SIZE <= len(ok) <= QUEUE_SIZE + 1
     assert router.counters.busy == sent - len(ok)
     assert all(json.loads(r.payload)["ok"] in (True, False) for r in replies)
+
+
+def test_a_reply_that_does_not_fit_its_model_is_replaced_by_a_refusal(
+    broker: RunningBroker,
+) -> None:
+    """A command whose reply grew a field without its model answers a refusal, logged once."""
+
+    def execute(command: Command) -> dict[str, Any]:
+        return {"device": "testdev", "version": "0", "uptime_s": 0.0, "surprise": 1}
+
+    mqtt = MqttClient(broker.settings(), "testdev")
+    router = CommandRouter(mqtt, execute)
+    mqtt.start()
+    router.start()
+    assert mqtt.wait_connected(5)
+    try:
+        with capture_logs() as logs, CommandClient(broker.host, broker.port) as client:
+            time.sleep(0.3)  # the router's SUBSCRIBE is through
+            replies = [client.wait(client.send("ping", {"id": f"r{i}"})) for i in range(3)]
+    finally:
+        router.stop()
+        mqtt.stop(timeout=1)
+    for i, reply in enumerate(replies):
+        assert reply.doc["ok"] is False
+        assert reply.doc["command"] == "ping"
+        assert reply.doc["id"] == f"r{i}"
+        assert "internal error" in reply.doc["error"]
+        assert "surprise" not in reply.payload.decode()
+    assert router.counters.error == 3
+    assert router.counters.ok == 0
+    assert [e["event"] for e in logs if e["event"] == "command.reply_invalid"] == [
+        "command.reply_invalid"
+    ]
