@@ -10,12 +10,13 @@ the kill lands in the middle of batched writes.
 
 from __future__ import annotations
 
+import socket
 import sqlite3
 import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from edged.config.settings import MqttSettings
 from edged.demo.broker import LocalBroker
@@ -89,10 +90,53 @@ class RoomyBroker(LocalBroker):
     reconnects a second after a broker restart while the outbox drains
     thousands of messages a second, so the default would lose messages in the
     *broker*, which is not what these tests measure.
+
+    While stopped it keeps its port bound (a socket that does not listen, so
+    clients are refused exactly as by a port nobody holds): a restart after a
+    long outage (5 min in tests/publish/test_reconnect.py) then cannot find the
+    port handed out by ``free_port()`` to a test running meanwhile, e.g. in
+    the ``long`` lane that ``.ci/run`` runs beside the rest of the suite.
     """
+
+    _placeholder: socket.socket | None = None
 
     def _config(self) -> str:
         return super()._config() + "max_queued_messages 0\n"
+
+    def start(self) -> Self:
+        self._release_port()
+        return super().start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        self._hold_port()
+
+    def kill(self) -> None:
+        super().kill()
+        self._hold_port()
+
+    def close(self) -> None:
+        super().close()
+        self._release_port()
+
+    def _hold_port(self) -> None:
+        if self._placeholder is not None:
+            return
+        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+        # SO_REUSEADDR: binds over the TIME_WAIT connections mosquitto just closed,
+        # and still keeps bind(port 0) elsewhere from choosing this port.
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((self.host, self.port))
+        except OSError:  # taken already: the restart will say so
+            s.close()
+            return
+        self._placeholder = s
+
+    def _release_port(self) -> None:
+        if self._placeholder is not None:
+            self._placeholder.close()
+            self._placeholder = None
 
 
 def mqtt_settings(port: int, **overrides: Any) -> MqttSettings:
