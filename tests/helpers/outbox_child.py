@@ -10,7 +10,6 @@ the kill lands in the middle of batched writes.
 
 from __future__ import annotations
 
-import socket
 import sqlite3
 import sys
 import time
@@ -33,6 +32,7 @@ from edged.publish.payloads import (
     iso_utc,
 )
 from edged.publish.topics import Topics
+from tests.helpers.ports import PortHold
 
 DEVICE = "dev1"
 TOPICS = Topics("edged", DEVICE)
@@ -91,14 +91,13 @@ class RoomyBroker(LocalBroker):
     thousands of messages a second, so the default would lose messages in the
     *broker*, which is not what these tests measure.
 
-    While stopped it keeps its port bound (a socket that does not listen, so
-    clients are refused exactly as by a port nobody holds): a restart after a
-    long outage (5 min in tests/publish/test_reconnect.py) then cannot find the
-    port handed out by ``free_port()`` to a test running meanwhile, e.g. in
-    the ``long`` lane that ``.ci/run`` runs beside the rest of the suite.
+    While stopped it keeps its port (:class:`~tests.helpers.ports.PortHold`):
+    a restart after a long outage (5 min in tests/publish/test_reconnect.py)
+    then cannot find it handed out by ``free_port()`` to a test running
+    meanwhile.
     """
 
-    _placeholder: socket.socket | None = None
+    _hold: PortHold | None = None
 
     def _config(self) -> str:
         return super()._config() + "max_queued_messages 0\n"
@@ -120,23 +119,14 @@ class RoomyBroker(LocalBroker):
         self._release_port()
 
     def _hold_port(self) -> None:
-        if self._placeholder is not None:
-            return
-        s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-        # SO_REUSEADDR: binds over the TIME_WAIT connections mosquitto just closed,
-        # and still keeps bind(port 0) elsewhere from choosing this port.
-        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
-        try:
-            s.bind((self.host, self.port))
-        except OSError:  # taken already: the restart will say so
-            s.close()
-            return
-        self._placeholder = s
+        if self._hold is None or self._hold.port != self.port:  # a new port after "in use"
+            self._release_port()
+            self._hold = PortHold(self.host, self.port)
+        self._hold.hold()
 
     def _release_port(self) -> None:
-        if self._placeholder is not None:
-            self._placeholder.close()
-            self._placeholder = None
+        if self._hold is not None:
+            self._hold.release()
 
 
 def mqtt_settings(port: int, **overrides: Any) -> MqttSettings:
