@@ -60,6 +60,17 @@ def outbox_rows(path: Path) -> tuple[int, int]:
     return int(depth), int(top)
 
 
+def live_depth(path: Path) -> int:
+    """Rows in the outbox of a running daemon (0 until it has created the file)."""
+    try:
+        with sqlite3.connect(f"file:{path}?mode=ro", uri=True) as db:
+            depth = int(db.execute("SELECT count(*) FROM outbox").fetchone()[0])
+        db.close()
+    except sqlite3.OperationalError:  # not created yet
+        return 0
+    return depth
+
+
 def test_sigkill_with_a_backlog_loses_nothing(
     tmp_path: Path, models_dir: Path, media_dir: Path
 ) -> None:
@@ -68,7 +79,15 @@ def test_sigkill_with_a_backlog_loses_nothing(
     cfg = clip_config(tmp_path, models_dir, media_dir, None, port=port)
     config = write_config(tmp_path / "edged.toml", cfg)
     with Daemon(config) as first:
-        time.sleep(6)  # no broker: every result waits in the outbox
+        # No broker: every result waits in the outbox. Kill once it holds a
+        # backlog, while the daemon keeps writing (not after a fixed time: a
+        # slow start left too few rows in 6 s).
+        outbox = tmp_path / "state" / "outbox.sqlite3"
+        deadline = time.monotonic() + 60
+        assert first.proc is not None
+        while live_depth(outbox) < 60 and time.monotonic() < deadline:
+            assert first.proc.poll() is None, first.output
+            time.sleep(0.2)
         first.signal(signal.SIGKILL)
         first.wait(5)
     depth, top = outbox_rows(tmp_path / "state" / "outbox.sqlite3")

@@ -15,7 +15,7 @@ import sys
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from edged.config.settings import MqttSettings
 from edged.demo.broker import LocalBroker
@@ -32,6 +32,7 @@ from edged.publish.payloads import (
     iso_utc,
 )
 from edged.publish.topics import Topics
+from tests.helpers.ports import PortHold
 
 DEVICE = "dev1"
 TOPICS = Topics("edged", DEVICE)
@@ -89,10 +90,43 @@ class RoomyBroker(LocalBroker):
     reconnects a second after a broker restart while the outbox drains
     thousands of messages a second, so the default would lose messages in the
     *broker*, which is not what these tests measure.
+
+    While stopped it keeps its port (:class:`~tests.helpers.ports.PortHold`):
+    a restart after a long outage (5 min in tests/publish/test_reconnect.py)
+    then cannot find it handed out by ``free_port()`` to a test running
+    meanwhile.
     """
+
+    _hold: PortHold | None = None
 
     def _config(self) -> str:
         return super()._config() + "max_queued_messages 0\n"
+
+    def start(self) -> Self:
+        self._release_port()
+        return super().start()
+
+    def stop(self, timeout: float = 5.0) -> None:
+        super().stop(timeout)
+        self._hold_port()
+
+    def kill(self) -> None:
+        super().kill()
+        self._hold_port()
+
+    def close(self) -> None:
+        super().close()
+        self._release_port()
+
+    def _hold_port(self) -> None:
+        if self._hold is None or self._hold.port != self.port:  # a new port after "in use"
+            self._release_port()
+            self._hold = PortHold(self.host, self.port)
+        self._hold.hold()
+
+    def _release_port(self) -> None:
+        if self._hold is not None:
+            self._hold.release()
 
 
 def mqtt_settings(port: int, **overrides: Any) -> MqttSettings:

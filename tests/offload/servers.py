@@ -31,6 +31,7 @@ from aiohttp import web
 
 from edged.demo.broker import free_port
 from tests.helpers.broker import TlsMaterial
+from tests.helpers.ports import PortHold
 
 REPO = Path(__file__).resolve().parents[2]
 SHA = "0" * 64
@@ -71,7 +72,12 @@ def https_get(url: str, ca: Path, token: str, timeout: float = 2.0) -> int:
 
 
 class CloudServer:
-    """``edged cloud serve`` with TLS on a fixed loopback port; restartable."""
+    """``edged cloud serve`` with TLS on a fixed loopback port; restartable.
+
+    The port is kept (:class:`~tests.helpers.ports.PortHold`) whenever the
+    server is not running, from construction on: clients are refused, and no
+    other test's ``free_port()`` takes it before a (re)start.
+    """
 
     def __init__(
         self,
@@ -91,8 +97,11 @@ class CloudServer:
         self._models_dir = models_dir
         self.log_path = workdir / f"cloud-{self.port}.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self._hold = PortHold("127.0.0.1", self.port)
+        self._hold.hold()
 
     def start(self, timeout: float = 30.0) -> CloudServer:
+        self._hold.release()
         with self.log_path.open("ab") as log:
             self.proc = subprocess.Popen(
                 [
@@ -139,6 +148,7 @@ class CloudServer:
                 self.proc.kill()
                 self.proc.wait(5)
         self.proc = None
+        self._hold.hold()
 
 
 Mode = Literal["ok", "stall", "error500", "huge", "unauthorized", "wrong_host", "long_labels"]

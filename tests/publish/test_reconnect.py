@@ -119,6 +119,22 @@ def persistent_broker(tmp_path: Path) -> Iterator[RoomyBroker]:
         broker.close()
 
 
+@pytest.mark.broker
+def test_a_stopped_broker_refuses_clients_and_keeps_its_port_from_free_port(
+    persistent_broker: RoomyBroker,
+) -> None:
+    """During an outage the port is refused (as by no one) yet never handed out to another test."""
+    broker = persistent_broker
+    broker.stop()
+    with pytest.raises(ConnectionRefusedError):
+        socket.create_connection((broker.host, broker.port), 1).close()
+    # bind() to port 0, as in free_port(), only picks ports nobody has bound.
+    with socket.socket() as other, pytest.raises(OSError, match="in use"):
+        other.bind((broker.host, broker.port))
+    broker.start()
+    socket.create_connection((broker.host, broker.port), 1).close()
+
+
 def first_result_after_outage(broker: RoomyBroker, tmp_path: Path, outage_s: float) -> float:
     """Seconds from the broker's return to the first result queued during ``outage_s`` of outage."""
     outbox = Outbox(tmp_path / "outbox.sqlite3", max_mb=16, max_age_hours=1)
@@ -161,6 +177,7 @@ def test_first_result_within_2s_after_a_5s_outage(
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.broker
 def test_first_result_within_2s_after_a_45s_outage(
     persistent_broker: RoomyBroker, tmp_path: Path
@@ -170,6 +187,7 @@ def test_first_result_within_2s_after_a_45s_outage(
 
 
 @pytest.mark.slow
+@pytest.mark.long
 @pytest.mark.broker
 @pytest.mark.timeout(420)  # the outage alone is 300 s
 def test_first_result_within_2s_after_a_5min_outage(
