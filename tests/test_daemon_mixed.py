@@ -208,6 +208,7 @@ def pipeline_status(sub: Any, name: str) -> str | None:
     return json.loads(states[-1].payload)["pipelines"][name]["status"] if states else None
 
 
+@pytest.mark.slow  # fault injection: CI runs it; the fast lane leaves it out
 def test_stream_loss_marks_only_its_pipeline_down_and_recovers(
     tmp_path: Path,
     models_dir: Path,

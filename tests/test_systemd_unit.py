@@ -326,6 +326,7 @@ def test_daemon_signals_ready_watchdog_and_stopping(
     assert stopping >= t_term
 
 
+@pytest.mark.slow  # fault injection: CI runs it; the fast lane leaves it out
 @pytest.mark.broker
 def test_watchdog_pings_stop_while_a_pipeline_stalls(
     tmp_path: Path,

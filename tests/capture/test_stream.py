@@ -50,6 +50,7 @@ def camera(walking_clip: Path) -> Iterator[Callable[[int], subprocess.Popen[byte
             proc.wait()
 
 
+@pytest.mark.slow  # fault injection: CI runs it; the fast lane leaves it out
 def test_udp_stream_goes_down_when_the_camera_dies_and_recovers(
     camera: Callable[[int], subprocess.Popen[bytes]], make_source: MakeSource
 ) -> None:

@@ -109,6 +109,7 @@ def test_uncertain_frames_go_to_the_cloud_and_come_back_confirmed(
     assert doc["offload"]["link"] == "up"
 
 
+@pytest.mark.slow  # fault injection: CI runs it; the fast lane leaves it out
 def test_budget_caps_frames_per_minute_and_bytes_per_day_across_restarts(
     tmp_path: Path,
     models_dir: Path,

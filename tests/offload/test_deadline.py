@@ -28,6 +28,7 @@ def events(logs: list[dict[str, Any]], name: str) -> list[dict[str, Any]]:
     return [e for e in logs if e["event"] == name]
 
 
+@pytest.mark.slow  # fault injection: CI runs it; the fast lane leaves it out
 def test_a_trickled_health_probe_marks_the_link_down_at_its_deadline_logged_once(
     tls_material: TlsMaterial,
 ) -> None:

@@ -51,6 +51,7 @@ def recovered(sub: Subscriber, sent_before: int, timeout: float = 20.0) -> dict[
     return wait_stats(sub, lambda d: decisions(d).get("sent", 0) > sent_before, timeout)
 
 
+@pytest.mark.slow  # fault injection: CI runs it; the fast lane leaves it out
 def test_hostile_server_is_bounded_logged_once_and_never_stormed(
     tmp_path: Path,
     models_dir: Path,

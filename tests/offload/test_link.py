@@ -16,6 +16,7 @@ from tests.offload.servers import CloudServer
 pytestmark = pytest.mark.broker
 
 
+@pytest.mark.slow  # fault injection: CI runs it; the fast lane leaves it out
 def test_link_down_sends_nothing_costs_nothing_and_recovers_by_itself(
     tmp_path: Path,
     models_dir: Path,

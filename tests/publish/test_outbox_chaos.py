@@ -139,6 +139,7 @@ def report(run: ChaosRun) -> None:
     )
 
 
+@pytest.mark.slow  # fault injection: CI runs it; the fast lane leaves it out
 def test_every_result_arrives_in_order_across_broker_restarts(tmp_path: Path) -> None:
     """10,000 results, 22 restarts at random moments: none missing, per-topic order kept."""
     run = run_chaos(tmp_path, n=10_000, restarts=22, seed=20261122, accept_s=10.0)
