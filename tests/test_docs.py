@@ -75,3 +75,24 @@ def test_fault_matrix_names_tests_that_exist() -> None:
                 assert bare[1:] in source, node
             else:
                 assert re.search(rf"\b(def|class) {re.escape(bare)}\b", source), node
+
+
+def test_the_package_layout_table_matches_the_folders() -> None:
+    """README's layout table names every package of edged/, and every module it names exists."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("Package layout") : readme.index("\n## Commands")]
+    named = set(re.findall(r"`edged/([a-z_]+)/`", section))
+    packages = {p.parent.name for p in (REPO / "edged").glob("*/__init__.py")}
+    assert named == packages, (
+        f"only in README: {named - packages}, only on disk: {packages - named}"
+    )
+
+
+def test_every_module_named_for_the_data_flow_exists() -> None:
+    """Each box of the data-flow diagram names modules that exist (README "How it works")."""
+    readme = (REPO / "README.md").read_text()
+    section = readme[readme.index("## How it works") : readme.index("Package layout")]
+    modules = set(re.findall(r"`([a-z_]+/[a-z_]+\.py)`", section))
+    assert len(modules) > 20
+    missing = sorted(m for m in modules if not (REPO / "edged" / m).is_file())
+    assert not missing, f"README names modules that do not exist: {missing}"
