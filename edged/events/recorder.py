@@ -154,6 +154,8 @@ class EventRecorder:
         """An event ended at ``end``: the worker writes its media, then publishes ``payload``."""
         best = self.best.pop(pipeline, track_id)
         if not self._put(("end", pipeline, payload, best, end)):
+            if best is not None:
+                self.best.release(best.image)
             self.ended_bare += 1
             self.store.closed(payload.event_id)
             self._publish(payload)
@@ -276,6 +278,8 @@ class EventRecorder:
                 self.snapshots += 1
             except Exception as exc:  # noqa: BLE001  the end is published without the snapshot
                 self.failures.failed("snapshot", exc)
+            finally:
+                self.best.release(best.image)  # written: the next track may reuse the buffer
         clips = self._clips.get(pipeline)
         rec = clips.recording.pop(event_id, None) if clips is not None else None
         if clips is None or rec is None:

@@ -22,7 +22,11 @@ CI runs it for 5 minutes (``EDGED_SOAK_S``, default 300). 30 minutes:
     EDGED_SOAK_S=1800 pytest -m slow tests/soak -s
 
 ``-s`` shows the figures table; ``EDGED_SOAK_REPORT=FILE`` also writes the
-figures to FILE as JSON.
+figures to FILE as JSON. The daemon inherits the environment, so settings can
+be overridden the usual way; event snapshots (off by default, README "Events")
+are soaked with:
+
+    EDGED_EVENTS__SNAPSHOTS=true pytest -m slow tests/soak -s
 """
 
 from __future__ import annotations
