@@ -17,7 +17,7 @@ from edged.errors import EX_CONFIG, EX_FAILURE
 from edged.label.quantize import write_local_entry
 from tests.helpers.bad_configs import KINDS, make_bad
 from tests.helpers.broker import RunningBroker
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, base_config, ssd_pipeline, walking_source, write_config
 
 
 def edged(*args: str, timeout: float = 60) -> subprocess.CompletedProcess[str]:
@@ -35,17 +35,8 @@ def good_config(
     tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker | None
 ) -> dict[str, Any]:
     cfg = base_config(tmp_path, models_dir, broker)
-    cfg["sources"] = [
-        {"name": "cam0", "kind": "file", "uri": media_dir / "person_walking_0-30s.mp4"}
-    ]
-    cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-        }
-    ]
+    cfg["sources"] = [walking_source(media_dir)]
+    cfg["pipelines"] = [ssd_pipeline()]
     return cfg
 
 
@@ -75,9 +66,7 @@ def test_every_problem_is_listed(tmp_path: Path, models_dir: Path, media_dir: Pa
     (private / "yolox_nano.onnx").write_bytes(bytes(data))
     # outputs that do not fit the decoder: the SSD file run through the YOLOX decoder.
     cfg = base_config(tmp_path, private, None, host="no-such-broker.invalid", port=1883)
-    cfg["sources"] = [
-        {"name": "cam0", "kind": "file", "uri": media_dir / "person_walking_0-30s.mp4"}
-    ]
+    cfg["sources"] = [walking_source(media_dir)]
     cfg["pipelines"] = [
         {"name": "a", "source": "cam0", "task": "detection", "model": "no-such-model"},
         {"name": "b", "source": "cam0", "task": "detection", "model": "yolox-nano-coco"},

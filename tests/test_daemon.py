@@ -14,7 +14,7 @@ from pydantic import TypeAdapter
 from edged.demo.broker import LocalBroker, free_port
 from edged.publish.payloads import Availability
 from tests.helpers.broker import RunningBroker, matching
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, base_config, ssd_pipeline, walking_source, write_config
 
 pytestmark = pytest.mark.broker
 
@@ -37,27 +37,8 @@ def walking_config(
     # realtime=false reads the 30 s clip as fast as the decoder allows (capped
     # at 60 fps), so the test sees the whole timeline in a few seconds while the
     # pipeline still works on a latest-frame slot exactly as in production.
-    cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "realtime": False,
-            "fps": 60,
-        }
-    ]
-    cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "threshold": 0.5,
-            "publish": "all",
-            "max_fps": 60,
-            "threads": 2,
-        }
-    ]
+    cfg["sources"] = [walking_source(media_dir, realtime=False, fps=60)]
+    cfg["pipelines"] = [ssd_pipeline(threshold=0.5, publish="all", max_fps=60, threads=2)]
     return write_config(tmp_path / "edged.toml", cfg)
 
 
@@ -153,22 +134,8 @@ def test_broker_down_at_start_is_not_fatal(
     """With no broker the daemon keeps running and connects once one appears on its port."""
     port = free_port()
     cfg = base_config(tmp_path, models_dir, None, port=port)
-    cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "loop": True,
-        }
-    ]
-    cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-        }
-    ]
+    cfg["sources"] = [walking_source(media_dir, loop=True)]
+    cfg["pipelines"] = [ssd_pipeline()]
     with Daemon(write_config(tmp_path / "edged.toml", cfg)) as daemon:
         time.sleep(3)
         assert daemon.proc is not None

@@ -17,7 +17,7 @@ import pytest
 from edged.demo.broker import free_port
 from edged.publish.payloads import EventResult
 from tests.helpers.broker import RunningBroker, matching
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, base_config, ssd_pipeline, walking_source, write_config
 
 pytestmark = pytest.mark.broker
 
@@ -34,24 +34,11 @@ def test_detection_pose_and_audio_side_by_side(
     """Detection and pose share one capture, audio runs beside them; every pipeline publishes."""
     cfg = base_config(tmp_path, models_dir, broker)
     cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "realtime": False,
-            "fps": 60,
-        },
+        walking_source(media_dir, realtime=False, fps=60),
         {"name": "mic0", "kind": "wav", "uri": media_dir / "speech_jfk.wav", "realtime": False},
     ]
     cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "publish": "all",
-            "max_fps": 60,
-        },
+        ssd_pipeline(publish="all", max_fps=60),
         {
             "name": "body",
             "source": "cam0",
@@ -102,25 +89,8 @@ def test_tracking_events_in_order(
     """Each tracked person gets events start → update* → end under one event_id, and two
     visits get two tracks."""
     cfg = base_config(tmp_path, models_dir, broker)
-    cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "realtime": False,
-            "fps": 60,
-        }
-    ]
-    cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "labels": ["person"],
-            "max_fps": 60,
-        }
-    ]
+    cfg["sources"] = [walking_source(media_dir, realtime=False, fps=60)]
+    cfg["pipelines"] = [ssd_pipeline(labels=["person"], max_fps=60)]
     sub = broker.subscriber(f"{DEV}/#")
     with Daemon(write_config(tmp_path / "edged.toml", cfg)) as daemon:
         sub.wait_for(matching(f"{DEV}/availability", b"online"), timeout=20)
@@ -233,22 +203,8 @@ def test_stream_loss_marks_only_its_pipeline_down_and_recovers(
         {"name": "photos", "kind": "images", "uri": photos, "fps": 4, "loop": True},
     ]
     cfg["pipelines"] = [
-        {
-            "name": "street",
-            "source": "netcam",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "publish": "all",
-            "max_fps": 5,
-        },
-        {
-            "name": "album",
-            "source": "photos",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "publish": "all",
-            "max_fps": 4,
-        },
+        ssd_pipeline(name="street", source="netcam", publish="all", max_fps=5),
+        ssd_pipeline(name="album", source="photos", publish="all", max_fps=4),
     ]
     sub = broker.subscriber(f"{DEV}/#")
     with Daemon(write_config(tmp_path / "edged.toml", cfg)) as daemon:

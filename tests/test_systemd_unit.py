@@ -26,7 +26,7 @@ import pytest
 from edged.config.settings import DEFAULT_CONFIG, Settings
 from edged.errors import EX_CONFIG
 from tests.helpers.broker import RunningBroker
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, base_config, ssd_pipeline, walking_source, write_config
 
 REPO = Path(__file__).resolve().parent.parent
 UNIT = REPO / "systemd" / "edged.service"
@@ -265,25 +265,8 @@ def clip_config(
     tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker, **extra: Any
 ) -> Path:
     cfg = base_config(tmp_path, models_dir, broker)
-    cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "loop": True,
-            "fps": extra.pop("fps", 10),
-        }
-    ]
-    cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "max_fps": 5,
-            "threads": 1,
-        }
-    ]
+    cfg["sources"] = [walking_source(media_dir, loop=True, fps=extra.pop("fps", 10))]
+    cfg["pipelines"] = [ssd_pipeline(max_fps=5, threads=1)]
     cfg.update(extra)
     return write_config(tmp_path / "edged.toml", cfg)
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from tests.helpers.broker import RunningBroker, matching
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, base_config, ssd_pipeline, walking_source, write_config
 
 pytestmark = pytest.mark.broker
 
@@ -22,25 +22,8 @@ def clip_config(
     tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker
 ) -> dict[str, Any]:
     cfg = base_config(tmp_path, models_dir, broker)
-    cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "loop": True,
-            "fps": 10,
-        }
-    ]
-    cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "publish": "all",
-            "track": False,
-        }
-    ]
+    cfg["sources"] = [walking_source(media_dir, loop=True, fps=10)]
+    cfg["pipelines"] = [ssd_pipeline(publish="all", track=False)]
     return cfg
 
 

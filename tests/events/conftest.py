@@ -14,7 +14,7 @@ from edged.infer.registry import load_model
 from edged.tasks.detection import DetectionTask
 from edged.tasks.pose import PoseTask, TwoStagePoseTask
 from tests.helpers.broker import RunningBroker
-from tests.helpers.daemon import base_config
+from tests.helpers.daemon import base_config, ssd_pipeline, walking_source
 
 #: The walking clip's frame rate; the daemon reads it at that rate, not in real time.
 WALKING_FPS = 10.0
@@ -28,15 +28,7 @@ def walking_config(
     ``pipeline`` adds or overrides keys of the ``door`` pipeline.
     """
     cfg = base_config(tmp_path, models_dir, broker)
-    cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "realtime": False,
-            "fps": WALKING_FPS,
-        }
-    ]
+    cfg["sources"] = [walking_source(media_dir, realtime=False, fps=WALKING_FPS)]
     cfg["pipelines"] = [
         {
             "name": "door",
@@ -63,12 +55,7 @@ def two_stage(models_dir: Path) -> TwoStagePoseTask:
             "sources": [{"name": "cam", "kind": "images", "uri": "/nonexistent"}],
             "pipelines": [
                 {"name": "p", "source": "cam", "task": "pose", "model": "movenet-lightning-int8"},
-                {
-                    "name": "d",
-                    "source": "cam",
-                    "task": "detection",
-                    "model": "ssd-mobilenet-v1-coco-int8",
-                },
+                ssd_pipeline(name="d", source="cam"),
             ],
         }
     )

@@ -15,7 +15,7 @@ import pytest
 
 from edged.demo.broker import LocalBroker, free_port
 from tests.helpers.broker import RunningBroker, Subscriber, matching
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, base_config, ssd_pipeline, walking_source, write_config
 
 pytestmark = pytest.mark.broker
 
@@ -27,27 +27,8 @@ def clip_config(
     tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker | None, **mqtt: Any
 ) -> dict[str, Any]:
     cfg = base_config(tmp_path, models_dir, broker, **mqtt)
-    cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "realtime": False,
-            "fps": 30,
-            "loop": True,
-        }
-    ]
-    cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "publish": "all",
-            "max_fps": 30,
-            "track": False,
-        }
-    ]
+    cfg["sources"] = [walking_source(media_dir, realtime=False, fps=30, loop=True)]
+    cfg["pipelines"] = [ssd_pipeline(publish="all", max_fps=30, track=False)]
     return cfg
 
 

@@ -118,3 +118,19 @@ class Daemon:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+#: The walking clip of the shared media: a person crosses a room, 30 s at 30 fps.
+WALKING_CLIP = "person_walking_0-30s.mp4"
+#: The reference person detector of most daemon tests.
+SSD = "ssd-mobilenet-v1-coco-int8"
+
+
+def walking_source(media_dir: Path, **keys: Any) -> dict[str, Any]:
+    """Source ``cam0``: the walking clip read as a file; ``keys`` add or override keys."""
+    return {"name": "cam0", "kind": "file", "uri": media_dir / WALKING_CLIP, **keys}
+
+
+def ssd_pipeline(**keys: Any) -> dict[str, Any]:
+    """Pipeline ``door``: SSD MobileNet detection on ``cam0``; ``keys`` add or override keys."""
+    return {"name": "door", "source": "cam0", "task": "detection", "model": SSD, **keys}

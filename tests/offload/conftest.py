@@ -14,7 +14,7 @@ import pytest
 
 from edged.publish.payloads import Stats
 from tests.helpers.broker import RunningBroker, Subscriber, TlsMaterial
-from tests.helpers.daemon import base_config, write_config
+from tests.helpers.daemon import base_config, ssd_pipeline, walking_source, write_config
 from tests.offload.servers import CloudServer, HostileServer
 
 DEV = "edged/testdev"
@@ -98,30 +98,19 @@ def offload_config(
     cfg = base_config(tmp / device, models_dir, broker)
     cfg["device_id"] = device
     cfg["stats_interval_s"] = 1
-    cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "realtime": True,
-            "fps": 10,
-            **(source or {}),
-        }
-    ]
+    cfg["sources"] = [walking_source(media_dir, **{"realtime": True, "fps": 10, **(source or {})})]
     cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "threshold": 0.3,
-            "labels": ["person"],
-            "publish": "all",
-            "max_fps": 10,
-            "threads": 2,
-            "offload": {"enabled": enabled, "band": list(band)},
-            **(pipeline or {}),
-        }
+        ssd_pipeline(
+            **{
+                "threshold": 0.3,
+                "labels": ["person"],
+                "publish": "all",
+                "max_fps": 10,
+                "threads": 2,
+                "offload": {"enabled": enabled, "band": list(band)},
+                **(pipeline or {}),  # overrides the keys above
+            }
+        )
     ]
     cfg["offload"] = {
         "url": url,

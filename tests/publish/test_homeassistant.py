@@ -23,7 +23,7 @@ from edged.config.settings import load_settings
 from edged.publish.homeassistant import Discovery
 from edged.publish.topics import Topics
 from tests.helpers.broker import RunningBroker, Subscriber, matching
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, base_config, ssd_pipeline, walking_source, write_config
 from tests.publish.ha_schema import available, binary_state, problems, render, render_command
 
 pytestmark = pytest.mark.broker
@@ -31,14 +31,7 @@ pytestmark = pytest.mark.broker
 DEV = "edged/testdev"
 CONTROLS = ["ping", "set_enabled", "set_threshold", "snapshot"]
 
-DETECT = {
-    "name": "door",
-    "source": "cam0",
-    "task": "detection",
-    "model": "ssd-mobilenet-v1-coco-int8",
-    "labels": ["person", "dog"],
-    "max_fps": 2,
-}
+DETECT = ssd_pipeline(labels=["person", "dog"], max_fps=2)
 YARD = {**DETECT, "name": "yard", "labels": ["person"]}
 AUDIO = {"name": "ears", "source": "mic0", "task": "audio", "model": "yamnet"}
 
@@ -54,12 +47,7 @@ def config(
 ) -> Path:
     cfg = base_config(tmp_path, models_dir, broker, homeassistant=True)
     cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "loop": True,
-        },
+        walking_source(media_dir, loop=True),
         {"name": "mic0", "kind": "wav", "uri": media_dir / "speech_jfk.wav", "loop": True},
     ]
     cfg["pipelines"] = pipelines

@@ -25,7 +25,7 @@ from edged.publish.payloads import (
     ZoneState,
 )
 from tests.helpers.broker import RunningBroker, matching
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, base_config, ssd_pipeline, walking_source, write_config
 
 DEV = "edged/testdev"
 
@@ -69,28 +69,18 @@ def test_live_stats_of_a_video_and_an_audio_pipeline_fit_the_model(
     cfg = base_config(tmp_path, models_dir, broker)
     cfg["stats_interval_s"] = 1
     cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "realtime": True,
-            "fps": 10,
-        },
+        walking_source(media_dir, realtime=True, fps=10),
         {"name": "mic0", "kind": "wav", "uri": media_dir / "speech_jfk.wav", "realtime": True},
     ]
     cfg["pipelines"] = [
-        {
-            "name": "door",
-            "source": "cam0",
-            "task": "detection",
-            "model": "ssd-mobilenet-v1-coco-int8",
-            "labels": ["person"],
-            "publish": "all",
-            "max_fps": 10,
-            "zones": [
+        ssd_pipeline(
+            labels=["person"],
+            publish="all",
+            max_fps=10,
+            zones=[
                 {"name": "room", "polygon": [[0, 0], [1, 0], [1, 1], [0, 1]], "labels": ["person"]}
             ],
-        },
+        ),
         {
             # Threshold 0: MoveNet's one pose is published even in the empty room,
             # so that keypoints are validated without waiting for the people.

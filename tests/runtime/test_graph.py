@@ -13,17 +13,11 @@ from edged.daemon.check import preflight
 from edged.runtime.graph import Graph
 from edged.runtime.video import Pipeline
 from edged.sched import usable_cores
-from tests.helpers.daemon import base_config, write_config
+from tests.helpers.daemon import base_config, ssd_pipeline, walking_source, write_config
 
 
 def pipeline(name: str, threads: int) -> dict[str, Any]:
-    return {
-        "name": name,
-        "source": "clip",
-        "task": "detection",
-        "model": "ssd-mobilenet-v1-coco-int8",
-        "threads": threads,
-    }
+    return ssd_pipeline(name=name, source="clip", threads=threads)
 
 
 @pytest.mark.skipif(usable_cores() < 2, reason="needs a core left over for a 1-thread model")
@@ -32,9 +26,7 @@ def test_a_model_on_every_core_reads_on_demand_and_a_smaller_one_reads_ahead(
 ) -> None:
     """threads >= usable cores → on-demand slot; fewer threads → the source decodes ahead."""
     cfg = base_config(tmp_path, models_dir, None)
-    cfg["sources"] = [
-        {"name": "clip", "kind": "file", "uri": media_dir / "person_walking_0-30s.mp4"}
-    ]
+    cfg["sources"] = [walking_source(media_dir, name="clip")]
     cfg["pipelines"] = [pipeline("wide", usable_cores()), pipeline("narrow", 1)]
     path = tmp_path / "edged.toml"
     write_config(path, cfg)

@@ -50,7 +50,7 @@ import pytest
 
 from edged.demo.broker import free_port
 from tests.helpers.broker import RunningBroker, Subscriber, TlsMaterial, matching
-from tests.helpers.daemon import Daemon, base_config, write_config
+from tests.helpers.daemon import Daemon, base_config, walking_source, write_config
 from tests.helpers.outbox_child import RoomyBroker
 from tests.helpers.procfs import ProcSample, sample, theil_sen_slope
 from tests.offload.servers import CloudServer
@@ -220,14 +220,7 @@ def soak_config(
     cfg = base_config(tmp, models_dir, broker)
     cfg["stats_interval_s"] = STATS_S
     cfg["sources"] = [
-        {
-            "name": "cam0",
-            "kind": "file",
-            "uri": media_dir / "person_walking_0-30s.mp4",
-            "realtime": True,
-            "loop": True,
-            "fps": 10,
-        },
+        walking_source(media_dir, realtime=True, loop=True, fps=10),
         {
             "name": "mic0",
             "kind": "wav",
