@@ -34,6 +34,7 @@ from pydantic_settings import (
     SettingsError,
 )
 
+from edged.config.accelerators import ACCELERATORS, valid_accelerator
 from edged.errors import ConfigError
 from edged.geometry import Anchor, polygon_problem
 
@@ -42,23 +43,6 @@ DEFAULT_CONFIG = Path("/etc/edged/edged.toml")
 # MQTT topic segments and names that become topic segments must not contain
 # wildcards, separators or control characters (README "MQTT topics and payloads").
 _BAD_SEGMENT = re.compile(r"[+#/\x00-\x1f\x7f]")
-
-
-#: Every value ``[[pipelines]] accelerator`` takes (``openvino`` may carry a device type).
-ACCELERATORS = ("auto", "cpu", "cuda", "tensorrt", "openvino", "xnnpack", "edgetpu")
-
-#: ``openvino:GPU``, ``openvino:GPU.1``, ``openvino:NPU``, ``openvino:AUTO:GPU,CPU``:
-#: OpenVINO's device_type strings (ORT ignores a device it does not know, so
-#: only these forms are accepted).
-_ACCELERATOR = re.compile(
-    r"^(?:auto|cpu|cuda|tensorrt|xnnpack|edgetpu|"
-    r"openvino(?::(?:CPU|GPU(?:\.\d+)?|NPU|(?:AUTO|HETERO|MULTI):[A-Z0-9.,]+))?)$"
-)
-
-
-def valid_accelerator(name: str) -> bool:
-    """True for a value ``accelerator`` accepts (:mod:`edged.infer.accel` says what each is)."""
-    return _ACCELERATOR.match(name) is not None
 
 
 #: ``METRIC OP NUMBER``, as ``require`` and ``edged models select`` read a requirement.

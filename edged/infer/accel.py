@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from edged.config.settings import ACCELERATORS, valid_accelerator
+from edged.config.accelerators import ACCELERATORS, valid_accelerator
 from edged.errors import ModelError
 
 #: Per runtime, the accelerators it can use, best first (the order ``auto`` tries).

@@ -17,7 +17,8 @@ from typing import Any, TypeVar
 
 from edged.catalog.catalog import Catalog, CatalogEntry
 from edged.catalog.fetch import verify
-from edged.config.settings import ACCELERATORS, Settings, valid_accelerator
+from edged.config.accelerators import ACCELERATORS, valid_accelerator
+from edged.config.settings import Settings
 from edged.errors import EX_FAILURE, EX_OK, EX_USAGE, ConfigError, EdgedError
 from edged.label.nutrition import (
     NutritionLabel,
