@@ -71,10 +71,7 @@ def frame_source(media_dir: Path) -> Callable[[int], Frame]:
     return frame
 
 
-def video(
-    task: Any, emit: Any, slot: LatestSlot[Frame] | None = None
-) -> tuple[Pipeline, LatestSlot[Frame]]:
-    """A detection pipeline publishing every frame of ``slot`` (a new one when not given)."""
+def video(task: Any, emit: Any) -> tuple[Pipeline, LatestSlot[Frame]]:
     settings = PipelineSettings(
         name="door",
         source="cam0",
@@ -84,7 +81,7 @@ def video(
         max_fps=240,
         track=False,
     )
-    slot = LatestSlot() if slot is None else slot
+    slot: LatestSlot[Frame] = LatestSlot()
     return Pipeline(settings, task, slot, emit), slot
 
 
