@@ -341,6 +341,10 @@ class App:
         self._stop_requested = True
         self._poke()
 
+    def wakeup_fileno(self) -> int:
+        """The fd whose writes wake the main loop (for ``signal.set_wakeup_fd``)."""
+        return self._wake_w.fileno()
+
     def _poke(self) -> None:
         """Wake the main loop; lock-free, so that a signal handler may call it."""
         with contextlib.suppress(BlockingIOError, OSError):  # full: it is awake anyway
@@ -507,6 +511,16 @@ def _install_signals(app: App) -> None:
     signal.signal(signal.SIGTERM, handle_exit)
     signal.signal(signal.SIGINT, handle_exit)
     signal.signal(signal.SIGHUP, handle_hup)
+    # The kernel may deliver a signal to any thread. Python runs the handler
+    # in the main thread only when that thread next runs bytecode, and the
+    # main loop sleeps in select() with no timeout: without a wake-up fd, a
+    # SIGHUP or SIGTERM caught by a worker thread would wait there forever.
+    signal.set_wakeup_fd(app.wakeup_fileno(), warn_on_full_buffer=False)
+
+
+def _uninstall_signal_wakeup() -> None:
+    # Before the App closes its wake socket: the fd number could be reused.
+    signal.set_wakeup_fd(-1)
 
 
 def _refuse(config: Path, problems: Sequence[tuple[str, str]]) -> int:
@@ -539,8 +553,11 @@ def run_daemon(config: Path) -> int:
         checked.close()
         return _refuse(config, exc.problems)
     _install_signals(app)
-    app.start()
-    log.info("app.running", pid=os.getpid(), device=settings.device_id)
-    app.run_until_stopped(lambda: load_settings(config))
+    try:
+        app.start()
+        log.info("app.running", pid=os.getpid(), device=settings.device_id)
+        app.run_until_stopped(lambda: load_settings(config))
+    finally:
+        _uninstall_signal_wakeup()
     app.stop()
     return EX_OK
