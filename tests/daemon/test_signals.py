@@ -38,7 +38,9 @@ def worker_thread(pid: int) -> int:
     return workers[-1]
 
 
-def running_daemon(tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker) -> Path:
+def running_daemon(
+    tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker
+) -> Path:
     cfg = base_config(tmp_path, models_dir, broker)
     cfg["sources"] = [walking_source(media_dir, loop=True, fps=5)]
     cfg["pipelines"] = [ssd_pipeline(track=False)]
