@@ -43,21 +43,6 @@ LAYERS: tuple[tuple[str, ...], ...] = (
     ("demo", "__main__"),
 )
 
-#: Upward imports not fixed yet, each (importing module, imported module). The test
-#: below fails on an entry that is no longer needed, so this only shrinks.
-KNOWN_UPWARD: frozenset[tuple[str, str]] = frozenset(
-    {
-        # The App, typed in the modules it hands itself to: these go once the
-        # control plane and rollout take a Runtime object instead (issue 16).
-        ("edged.control", "edged.daemon.app"),
-        ("edged.control.controller", "edged.daemon.app"),
-        ("edged.control.metrics", "edged.daemon.app"),
-        ("edged.rollout.manager", "edged.daemon.app"),
-        # runtime/graph.py checks models with daemon/check.py's helpers.
-        ("edged.runtime.graph", "edged.daemon.check"),
-    }
-)
-
 
 @dataclass(frozen=True, slots=True)
 class Import:
@@ -147,19 +132,13 @@ def test_no_import_points_upward() -> None:
     upward = []
     for imp in imports():
         low, high = layer_of(imp.source), layer_of(imp.target)
-        if high > low and (imp.source, imp.target) not in KNOWN_UPWARD:
+        if high > low:
             kind = " (TYPE_CHECKING)" if imp.type_only else ""
             upward.append(
                 f"{imp.path.relative_to(ROOT)}:{imp.line}: {imp.source} [{layer_name(low)}] "
                 f"imports {imp.target} [{layer_name(high)}]{kind}"
             )
     assert not upward, "imports pointing upward:\n" + "\n".join(upward)
-
-
-def test_known_upward_entries_are_still_needed() -> None:
-    """An allow-list entry whose import is gone (or no longer upward) is removed, not kept."""
-    seen = {(i.source, i.target) for i in imports() if layer_of(i.target) > layer_of(i.source)}
-    assert not KNOWN_UPWARD - seen, f"stale KNOWN_UPWARD entries: {sorted(KNOWN_UPWARD - seen)}"
 
 
 def _cycle(graph: dict[str, set[str]]) -> list[str] | None:

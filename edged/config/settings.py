@@ -515,7 +515,10 @@ class PipelineSettings(_Section):
     threshold: float = Field(0.5, ge=0, le=1, description="Minimum score to report.")
     labels: list[str] = Field(default_factory=list, description="Only report these labels.")
     publish: Literal["all", "changes", "nonempty"] = Field(
-        "changes", description="Which results to publish."
+        "changes",
+        description="Which results to publish: all, changes (labels seen changed, or "
+        "heartbeat_s passed) or nonempty (something at or above threshold). Audio pipelines "
+        "default to nonempty: every window whose best class reaches threshold.",
     )
     heartbeat_s: float = Field(
         30.0,
@@ -644,6 +647,16 @@ class PipelineSettings(_Section):
         if not valid_accelerator(v):
             raise ValueError(f"unknown accelerator {v!r}; one of: {', '.join(ACCELERATORS)}")
         return v
+
+    @model_validator(mode="before")
+    @classmethod
+    def _audio_publishes_nonempty(cls, data: Any) -> Any:
+        # Audio results are per-window scores that consumers aggregate over
+        # time, so by default every window reaching the threshold is
+        # published (what audio always did); an explicit publish wins.
+        if isinstance(data, dict) and data.get("task") == "audio" and "publish" not in data:
+            return {**data, "publish": "nonempty"}
+        return data
 
     @model_validator(mode="after")
     def _right_size_ok(self) -> PipelineSettings:

@@ -1,8 +1,9 @@
 """What each command does to the running daemon.
 
-This is :class:`~edged.daemon.app.App`'s command side, kept out of ``app.py`` so
-that the App stays wiring. It works on the App's *current* graph under the
-App's graph lock, because a reload may swap the graph between two commands;
+The daemon's command side, kept out of ``app.py`` so that the App stays
+wiring. It works on the *current* graph, held steady through the
+:class:`~edged.runtime.runtime.Runtime` (a reload may swap the graph between
+two commands), and on the few collaborators of :class:`~edged.control.wiring.Wiring`;
 changes made here (enabled, threshold) last until the next reload or
 restart, since the configuration file stays the one source of truth.
 
@@ -38,8 +39,9 @@ from edged.errors import CommandError
 from edged.publish.payloads import iso_utc
 
 if TYPE_CHECKING:
-    from edged.daemon.app import App
+    from edged.control.wiring import Wiring
     from edged.runtime.audio import AudioPipeline
+    from edged.runtime.graph import Graph
     from edged.runtime.video import Pipeline
 
 log = structlog.get_logger(__name__)
@@ -73,10 +75,11 @@ def encode_jpeg(
 
 
 class Controller:
-    """Runs validated commands against one :class:`~edged.daemon.app.App`."""
+    """Runs validated commands against one daemon's runtime."""
 
-    def __init__(self, app: App) -> None:
-        self._app = app
+    def __init__(self, wiring: Wiring) -> None:
+        self._wiring = wiring
+        self._runtime = wiring.runtime
 
     def execute(self, command: Command) -> dict[str, Any]:  # noqa: PLR0911  one per command
         """Run ``command``; the fields of its success reply."""
@@ -92,7 +95,7 @@ class Controller:
             case Reload():
                 return self.reload()
             case ModelUpdate(pipeline=name, model=model, sha256=sha256, url=url):
-                return self._app.rollout.update(name, model, sha256, url)
+                return self._wiring.model_update(name, model, sha256, url)
             case Ping():
                 return self.ping()
         raise CommandError("command", f"{command.NAME!r} has no handler")  # pragma: no cover
@@ -106,26 +109,25 @@ class Controller:
                 return self.set_enabled(name, enabled=enabled)
         return self.set_enabled(command.pipeline, enabled=True)
 
-    def _pipeline(self, name: str) -> Pipeline | AudioPipeline:
-        """The current graph's pipeline ``name`` (call with the App's lock held)."""
-        found = self._app.graph.pipelines.get(name)
+    @staticmethod
+    def _pipeline(graph: Graph, name: str) -> Pipeline | AudioPipeline:
+        """``graph``'s pipeline ``name`` (hold it with ``Runtime.current``)."""
+        found = graph.pipelines.get(name)
         if found is None:
-            known = ", ".join(sorted(self._app.graph.pipelines)) or "none"
+            known = ", ".join(sorted(graph.pipelines)) or "none"
             raise CommandError("pipeline", f"no pipeline named {show(name)} (pipelines: {known})")
         return found
 
     def set_enabled(self, name: str, *, enabled: bool, reason: str | None = None) -> dict[str, Any]:
         """Enable or disable a pipeline; ``state`` shows a disabled one with its reason."""
-        app = self._app
-        with app._lock:  # the controller is App's own command side (see the module docstring)
-            pipeline = self._pipeline(name)
-            # Under the emit lock: a result computed before the flip cannot be
-            # published after the reply (App._emit checks ``enabled`` under it).
-            with app.emit_lock:
-                changed = pipeline.enabled != enabled
-                pipeline.enabled = enabled
-                pipeline.reason = "" if enabled else (reason or DISABLED_REASON)
-        app.publish_state()
+        with self._runtime.current() as graph:
+            pipeline = self._pipeline(graph, name)
+            # Under the emit gate: a result computed before the flip cannot be
+            # published after the reply.
+            changed = self._runtime.set_enabled(
+                pipeline, enabled, "" if enabled else (reason or DISABLED_REASON)
+            )
+        self._wiring.publish_state()
         log.info(
             "pipeline.enabled" if enabled else "pipeline.disabled", pipeline=name, reason=reason
         )
@@ -133,19 +135,17 @@ class Controller:
 
     def set_threshold(self, name: str, threshold: float) -> dict[str, Any]:
         """Set a pipeline's minimum reported score; frames taken from now on use it."""
-        with self._app._lock:
-            pipeline = self._pipeline(name)
+        with self._runtime.current() as graph:
+            pipeline = self._pipeline(graph, name)
             previous = pipeline.threshold
             pipeline.threshold = threshold
-        self._app.publish_state()  # the threshold is in ``state`` (Home Assistant's number reads it)
+        self._wiring.publish_state()  # the threshold is in ``state`` (Home Assistant's number reads it)
         log.info("pipeline.threshold_set", pipeline=name, threshold=threshold, previous=previous)
         return {"pipeline": name, "threshold": threshold, "previous": previous}
 
     def snapshot(self, name: str, quality: int, max_side: int | None) -> dict[str, Any]:
         """Publish a JPEG of video source ``name``'s latest frame (QoS 1, not retained)."""
-        app = self._app
-        with app._lock:
-            graph = app.graph
+        with self._runtime.current() as graph:
             source = graph.video.get(name)
             if source is None:
                 if name in graph.audio:
@@ -160,8 +160,9 @@ class Controller:
             why = f"{status.state}: {status.reason}" if status.reason else status.state
             raise CommandError("source", f"{name!r} has not delivered a frame yet ({why})")
         jpeg, width, height = encode_jpeg(frame.image, quality, max_side)
-        topic = app.mqtt.topics.snapshot(name)
-        app.mqtt.publish(topic, jpeg, qos=1, retain=False)
+        mqtt = self._wiring.mqtt
+        topic = mqtt.topics.snapshot(name)
+        mqtt.publish(topic, jpeg, qos=1, retain=False)
         return {
             "source": name,
             "topic": topic,
@@ -173,7 +174,7 @@ class Controller:
 
     def event_snapshot(self, event_id: str, *, crop: bool) -> dict[str, Any]:
         """Publish an ended event's stored JPEG (QoS 1, not retained) on its snapshot topic."""
-        recorder = self._app.events
+        recorder = self._wiring.recorder
         if recorder is None:
             raise CommandError(
                 "event_id", "event media are not kept on this device ([events] snapshots = false)"
@@ -191,8 +192,8 @@ class Controller:
         except FileNotFoundError:  # evicted between find and read
             raise CommandError("event_id", f"event {show(event_id)} was just evicted") from None
         pipeline = path.parent.name
-        topic = self._app.mqtt.topics.event_snapshot(pipeline, event_id)
-        self._app.mqtt.publish(topic, jpeg, qos=1, retain=False)
+        topic = self._wiring.mqtt.topics.event_snapshot(pipeline, event_id)
+        self._wiring.mqtt.publish(topic, jpeg, qos=1, retain=False)
         return {
             "event_id": event_id,
             "pipeline": pipeline,
@@ -205,7 +206,7 @@ class Controller:
     def reload(self) -> dict[str, Any]:
         """Reload the configuration through the main loop, exactly as SIGHUP does."""
         try:
-            outcome = self._app.request_reload().result(timeout=RELOAD_TIMEOUT_S)
+            outcome = self._wiring.request_reload().result(timeout=RELOAD_TIMEOUT_S)
         except TimeoutError:
             raise CommandError(
                 "reload", f"not finished within {RELOAD_TIMEOUT_S:g} s; see the daemon's log"
@@ -217,8 +218,8 @@ class Controller:
                 applied=False,
                 problems=list(outcome.problems),
             )
-        with self._app._lock:
-            pipelines = sorted(self._app.graph.pipelines)
+        with self._runtime.current() as graph:
+            pipelines = sorted(graph.pipelines)
         return {
             "applied": True,
             "pipelines": pipelines,
@@ -227,9 +228,8 @@ class Controller:
 
     def ping(self) -> dict[str, Any]:
         """Version and uptime: a cheap liveness check of the whole command path."""
-        app = self._app
         return {
-            "device": app.settings.device_id,
+            "device": self._wiring.settings().device_id,
             "version": __version__,
-            "uptime_s": round(time.monotonic() - app.started_mono, 3),
+            "uptime_s": round(time.monotonic() - self._wiring.started_mono, 3),
         }

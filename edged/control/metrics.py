@@ -33,7 +33,7 @@ from edged import __version__
 from edged.control.router import CommandCounters
 
 if TYPE_CHECKING:
-    from edged.daemon.app import App
+    from edged.control.wiring import Wiring
 
 log = structlog.get_logger(__name__)
 
@@ -47,22 +47,23 @@ def _counter(name: str, doc: str, labels: tuple[str, ...] = ()) -> CounterMetric
 
 
 class DaemonCollector:
-    """Collects the daemon's metrics from ``app`` at every scrape."""
+    """Collects the daemon's metrics from its runtime and collaborators at every scrape."""
 
-    def __init__(self, app: App, commands: CommandCounters) -> None:
-        self._app = app
+    def __init__(self, wiring: Wiring, commands: CommandCounters) -> None:
+        self._wiring = wiring
+        self._mqtt_client = wiring.mqtt
         self._commands = commands
 
     def collect(self) -> Iterator[Metric]:
         """One metric family per measured quantity (the prometheus-client Collector protocol)."""
-        app = self._app
+        wiring = self._wiring
         info = _gauge(
             "edged_info", "Constant 1, labelled with version and device.", ("version", "device")
         )
-        info.add_metric([__version__, app.settings.device_id], 1)
+        info.add_metric([__version__, wiring.settings().device_id], 1)
         yield info
         uptime = _gauge("edged_uptime_seconds", "Seconds since the daemon started.")
-        uptime.add_metric([], time.monotonic() - app.started_mono)
+        uptime.add_metric([], time.monotonic() - wiring.started_mono)
         yield uptime
         yield from self._mqtt()
         yield from self._pipelines()
@@ -74,20 +75,20 @@ class DaemonCollector:
 
     def _mqtt(self) -> Iterator[Metric]:
         connected = _gauge("edged_mqtt_connected", "1 while an MQTT session is established.")
-        connected.add_metric([], 1.0 if self._app.mqtt.connected else 0.0)
+        connected.add_metric([], 1.0 if self._mqtt_client.connected else 0.0)
         pending = _gauge("edged_mqtt_pending", "Messages handed to MQTT, not yet acknowledged.")
-        pending.add_metric([], self._app.mqtt.pending)
+        pending.add_metric([], self._mqtt_client.pending)
         disconnects = _counter("edged_mqtt_disconnects", "Sessions ended by the broker or network.")
-        disconnects.add_metric([], self._app.mqtt.disconnects)
+        disconnects.add_metric([], self._mqtt_client.disconnects)
         dropped = _counter(
             "edged_mqtt_unpublishable",
             "Messages dropped: the broker ended every session they were in.",
         )
-        dropped.add_metric([], self._app.mqtt.dropped)
+        dropped.add_metric([], self._mqtt_client.dropped)
         takeovers = _counter(
             "edged_mqtt_takeovers", "Sessions taken over by a client with the same client id."
         )
-        takeovers.add_metric([], self._app.mqtt.takeovers)
+        takeovers.add_metric([], self._mqtt_client.takeovers)
         return iter((connected, pending, disconnects, dropped, takeovers))
 
     def _pipelines(self) -> Iterator[Metric]:
@@ -111,8 +112,7 @@ class DaemonCollector:
         )
         up = _gauge("edged_source_up", "1 while a capture source delivers.", ("source", "kind"))
         source_fps = _gauge("edged_source_fps", "Frames delivered per second (video).", ("source",))
-        with self._app._lock:  # the graph may be swapped by a reload
-            graph = self._app.graph
+        with self._wiring.runtime.current() as graph:  # not swapped by a reload meanwhile
             for name, p in graph.pipelines.items():
                 values = _pipeline_values(p.stats())
                 enabled.add_metric([name], 1.0 if p.enabled else 0.0)
@@ -128,7 +128,7 @@ class DaemonCollector:
         return iter((enabled, *counters.values(), fps, infer, up, source_fps))
 
     def _outbox(self) -> Iterator[Metric]:
-        stats = self._app.outbox.stats()
+        stats = self._wiring.outbox.stats()
         depth = _gauge("edged_outbox_depth", "Results stored, awaiting their PUBACK.")
         depth.add_metric([], stats.depth)
         size = _gauge("edged_outbox_bytes", "Bytes stored in the outbox.")
@@ -173,12 +173,12 @@ def _pipeline_values(stats: Any) -> dict[str, float]:
 class MetricsServer:
     """The ``/metrics`` HTTP endpoint of one daemon."""
 
-    def __init__(self, app: App, commands: CommandCounters) -> None:
-        self._settings = app.settings.metrics
+    def __init__(self, wiring: Wiring, commands: CommandCounters) -> None:
+        self._settings = wiring.settings().metrics
         # A registry of our own: the global default one would also be shared
-        # by every App built in one process (tests) and refuse duplicates.
+        # by every daemon built in one process (tests) and refuse duplicates.
         self.registry = CollectorRegistry()
-        self.registry.register(DaemonCollector(app, commands))
+        self.registry.register(DaemonCollector(wiring, commands))
         self._server: WSGIServer | None = None
         self._thread: threading.Thread | None = None
 

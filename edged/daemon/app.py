@@ -21,7 +21,6 @@ import time
 from collections import deque
 from collections.abc import Callable, Sequence
 from concurrent.futures import Future
-from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 
@@ -30,7 +29,7 @@ import structlog
 from edged import __version__
 from edged.catalog.catalog import load_catalog
 from edged.config.settings import Settings, load_settings, read_secret
-from edged.control import ControlPlane
+from edged.control import ControlPlane, Wiring
 from edged.daemon.check import Preflight, preflight
 from edged.daemon.notify import Notifier, watchdog_interval_s
 from edged.errors import EX_CONFIG, EX_OK, CatalogError, ConfigError, EdgedError
@@ -45,6 +44,7 @@ from edged.publish.results import ResultPublisher
 from edged.rollout.manager import RolloutManager
 from edged.runtime.audio import AudioPipeline
 from edged.runtime.graph import Graph
+from edged.runtime.runtime import ReloadOutcome, Runtime
 from edged.runtime.video import Pipeline
 from edged.sched import background
 from edged.tasks import VisionResult
@@ -57,19 +57,11 @@ log = structlog.get_logger(__name__)
 
 Loader = Callable[[], Settings]
 
-
-@dataclass(frozen=True, slots=True)
-class ReloadOutcome:
-    """What a reload did: whether the new graph runs, else every problem that stopped it."""
-
-    applied: bool
-    problems: tuple[str, ...] = ()
-    #: Changed sections that keep their old values until a restart.
-    restart_needed: tuple[str, ...] = ()
+__all__ = ["EX_CONFIG", "App", "ReloadOutcome", "run_daemon"]
 
 
 class App:
-    """The running daemon: outbox, MQTT session, and the current graph."""
+    """The running daemon: outbox, MQTT session, and the :class:`Runtime` of the current graph."""
 
     def __init__(
         self, settings: Settings, checked: Preflight, *, notifier: Notifier | None = None
@@ -88,10 +80,6 @@ class App:
         self._wake_r.setblocking(False)
         self._wake_w.setblocking(False)
         self._reloads: deque[Future[ReloadOutcome]] = deque()  # deque: no lock in signal handlers
-        self._lock = threading.RLock()  # guards graph swaps against commands and housekeeping
-        # Held while a result is handed over and while a command flips a
-        # pipeline's ``enabled``: once a ``disable`` is answered, no result follows.
-        self.emit_lock = threading.Lock()
         password = read_secret(settings.mqtt.password_file, "mqtt_password")
         self.mqtt = MqttClient(settings.mqtt, settings.device_id, password=password)
         try:
@@ -106,7 +94,7 @@ class App:
         )
         self.results = ResultPublisher(settings, self.mqtt, self.outbox)
         self.results.stats_sections["mqtt"] = self.mqtt.stats
-        self.graph = Graph.build(
+        graph = Graph.build(
             settings,
             checked,
             self._emit,
@@ -114,10 +102,12 @@ class App:
             self._emit_events,
             emit_note=self._emit_note,
         )
-        self._attach_zones(self.graph)
+        #: The running graph, its lock and the emit gate (swapped on reload).
+        self.runtime = Runtime(graph)
+        self._attach_zones(graph)
         # Hybrid offload (docs/cloud-protocol.md): a gate on each opted-in pipeline, link probe, worker.
-        self.offload = Offload(settings, self.results, self.emit_lock)
-        self.offload.attach(self.graph)
+        self.offload = Offload(settings, self.results, self.runtime.emit_gate)
+        self.offload.attach(graph)
         # Event media (README "Events"): off entirely when neither snapshots nor clips are kept.
         self.events: EventRecorder | None = None
         if settings.events.snapshots or settings.events.clips:
@@ -129,14 +119,31 @@ class App:
             )
             self.results.recorder = self.events
             self.results.stats_sections["events"] = self.events.stats
-        self._attach_recorder(self.graph)
+        self._attach_recorder(graph)
         self._house = threading.Thread(
             target=background(self._housekeeping), name="housekeeping", daemon=True
         )
         self._last_state = b""
         #: ``model_update``: fetch, evaluate, switch and watch a pipeline's model (docs/rollout.md).
         self.rollout = RolloutManager(self)
-        self.control = ControlPlane(self)
+        self.control = ControlPlane(
+            Wiring(
+                runtime=self.runtime,
+                mqtt=self.mqtt,
+                outbox=self.outbox,
+                settings=lambda: self.settings,
+                started_mono=self.started_mono,
+                publish_state=self.publish_state,
+                request_reload=self.request_reload,
+                model_update=self.rollout.update,
+                recorder=self.events,
+            )
+        )
+
+    @property
+    def graph(self) -> Graph:
+        """The graph that runs now (the runtime's; a reload swaps it)."""
+        return self.runtime.graph
 
     # -- start -----------------------------------------------------------
     def start(self) -> None:
@@ -149,7 +156,7 @@ class App:
         self.offload.start()
         if self.events is not None:
             self.events.start()
-        self.graph.start()
+        self.runtime.start()
         self.control.start()
         self.rollout.start()
         self._house.start()
@@ -177,7 +184,7 @@ class App:
                 self.mqtt.send(message)
 
     def _emit(self, pipeline: Pipeline, frame: Frame, result: VisionResult) -> str | None:
-        with self.emit_lock:
+        with self.runtime.gate():
             if pipeline.enabled:
                 return self.results.publish_result(pipeline.name, frame, result)
             return None
@@ -199,7 +206,7 @@ class App:
     def _emit_note(self, pipeline: str, source: str, note: EventNote) -> None:
         # Sound and fall events: an event that started is always ended, even
         # if the pipeline was disabled meanwhile (consumers key state on it).
-        with self.emit_lock:
+        with self.runtime.gate():
             self.results.publish_note(pipeline, source, note)
 
     def _attach_recorder(self, graph: Graph) -> None:
@@ -227,7 +234,7 @@ class App:
     def _emit_audio(
         self, pipeline: AudioPipeline, start: float, duration: float, result: AudioTaskResult
     ) -> None:
-        with self.emit_lock:
+        with self.runtime.gate():
             if pipeline.enabled:
                 source = pipeline.settings.source
                 self.results.publish_audio(pipeline.name, source, start, duration, result)
@@ -235,8 +242,8 @@ class App:
     # -- state -----------------------------------------------------------
     def state_payload(self) -> State:
         """The retained ``state`` document (README "MQTT topics and payloads")."""
-        with self._lock:
-            views = self.graph.sources()
+        with self.runtime.current() as graph:
+            views = graph.sources()
             sources = {
                 name: SourceState(
                     status="running" if v.state in ("up", "starting") else "down",
@@ -248,7 +255,7 @@ class App:
                 for name, v in views.items()
             }
             pipelines: dict[str, PipelineState] = {}
-            for name, p in self.graph.pipelines.items():
+            for name, p in graph.pipelines.items():
                 src = sources[p.settings.source]
                 if not p.enabled:
                     pipelines[name] = PipelineState(
@@ -311,13 +318,13 @@ class App:
         """
         now = time.monotonic()
         stall_s = self.settings.watchdog_stall_s
-        with self._lock:
-            views = self.graph.sources()
+        with self.runtime.current() as graph:
+            views = graph.sources()
             return not any(
                 p.enabled
                 and views[p.settings.source].state == "up"
                 and now - p.last_progress > stall_s
-                for p in self.graph.pipelines.values()
+                for p in graph.pipelines.values()
             )
 
     def _housekeeping(self) -> None:
@@ -330,8 +337,8 @@ class App:
                     self.notifier.watchdog()
                 if time.monotonic() >= next_stats:
                     next_stats += self.settings.stats_interval_s
-                    with self._lock:
-                        self.results.publish_stats(self.graph, self.outbox, self.started_mono)
+                    with self.runtime.current() as graph:
+                        self.results.publish_stats(graph, self.outbox, self.started_mono)
             except Exception:  # housekeeping must outlive any one bad tick
                 log.exception("app.housekeeping_failed")
 
@@ -371,8 +378,13 @@ class App:
         """Re-read the configuration and swap in a new graph; keep the old one on any problem.
 
         The MQTT session and the outbox are kept (their settings need a
-        restart to change), so subscribers see no ``offline`` blip.
+        restart to change), so subscribers see no ``offline`` blip. The
+        runtime's phase is RELOADING meanwhile.
         """
+        with self.runtime.reloading():
+            return self._reload(load)
+
+    def _reload(self, load: Loader) -> ReloadOutcome:
         try:
             new = load()
             catalog = load_catalog(new.models.catalog, models_dir=new.models.dir)
@@ -403,11 +415,9 @@ class App:
         self.offload.attach(graph)
         self._attach_zones(graph)
         self._attach_recorder(graph)
-        with self._lock:
-            old = self.graph
-            old.stop(time.monotonic() + 5.0)
-            old.close_models()
-            self.graph = graph
+
+        def install(_graph: Graph) -> None:
+            # Under the runtime's lock: nobody sees the new graph with the old settings.
             self.settings = self.settings.model_copy(
                 update={
                     "sources": new.sources,
@@ -418,7 +428,8 @@ class App:
             )
             self.results.clear_models()
             self._register_models()
-            graph.start()
+
+        self.runtime.swap(graph, install)
         self.publish_state(force=True)
         # Entities of removed pipelines are cleared, those of new ones announced.
         self.publish_discovery()
@@ -462,8 +473,7 @@ class App:
             done.set_result(ReloadOutcome(False, ("the daemon is stopping",)))
         self.control.stop()
         self.rollout.stop()
-        with self._lock:
-            self.graph.stop(deadline)
+        self.runtime.stop(deadline)
         self.offload.stop()
         if self.events is not None:
             # The pipelines ended their events; their media and `end` messages go out now.
@@ -473,7 +483,7 @@ class App:
         # keeping ~1.5 s for the 'stopped' handshake.
         self.outbox.close(grace_s=max(0.0, deadline - time.monotonic() - 1.5), timeout=2.0)
         self.mqtt.stop(timeout=max(0.5, deadline - time.monotonic()))
-        self.graph.close_models()
+        self.runtime.close()
         self._wake_r.close()
         self._wake_w.close()
         log.info("app.stopped")

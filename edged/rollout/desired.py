@@ -138,7 +138,7 @@ class DesiredWatch:
             return
         for name, want in sorted(doc.items()):
             key = (name, want.model, want.sha256, want.url)
-            with app._lock:
+            with app.runtime.lock:
                 running = app.graph.models.get(name)
             if running is None:
                 log.warning("rollout.desired_unknown_pipeline", pipeline=name)

@@ -24,7 +24,7 @@ import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any, Protocol, cast
 
 import structlog
 
@@ -45,9 +45,34 @@ from edged.runtime.video import Pipeline
 from edged.tasks import VisionTask, build_task
 
 if TYPE_CHECKING:
-    from edged.daemon.app import App
+    from edged.config.settings import Settings
+    from edged.publish.mqtt import MqttClient
+    from edged.publish.results import ResultPublisher
+    from edged.runtime.graph import Graph
+    from edged.runtime.runtime import Runtime
 
 log = structlog.get_logger(__name__)
+
+
+class Host(Protocol):
+    """What rollout works with: the daemon's (daemon/app.py's App has all of it).
+
+    A Protocol rather than the App itself, so that rollout (a layer below the
+    daemon, docs/architecture.md) never imports it.
+    """
+
+    @property
+    def settings(self) -> Settings: ...
+    @property
+    def runtime(self) -> Runtime: ...
+    @property
+    def graph(self) -> Graph: ...
+    @property
+    def results(self) -> ResultPublisher: ...
+    @property
+    def mqtt(self) -> MqttClient: ...
+    def publish_state(self, *, force: bool = False) -> None: ...
+
 
 #: How often probation looks at the pipeline, s.
 PROBATION_TICK_S = 0.2
@@ -79,7 +104,7 @@ class _Rollout:
 class RolloutManager:
     """Runs ``model_update`` for one App; publishes every phase, retained."""
 
-    def __init__(self, app: App) -> None:
+    def __init__(self, app: Host) -> None:
         self._app = app
         self._busy = threading.Lock()
         self._stop = threading.Event()
@@ -135,7 +160,7 @@ class RolloutManager:
 
     def _pipeline(self, name: str) -> tuple[Pipeline, tuple[ResolvedModel, Model]]:
         app = self._app
-        with app._lock:  # the rollout is App's own (see edged.control.controller)
+        with app.runtime.lock:  # the graph must not be swapped meanwhile (edged.runtime.runtime)
             found = app.graph.pipelines.get(name)
             if found is None:
                 known = ", ".join(sorted(app.graph.pipelines)) or "none"
@@ -251,7 +276,7 @@ class RolloutManager:
         name = run.pipeline.name
         resolved, model = run.new
         try:
-            with app._lock:
+            with app.runtime.lock:
                 if app.graph.pipelines.get(name) is not run.pipeline:
                     raise EdgedError("a reload replaced the pipeline meanwhile")
                 run.previous_task = run.pipeline.swap_task(
@@ -335,7 +360,7 @@ class RolloutManager:
         resolved, model = run.old
         assert run.previous_task is not None
         try:
-            with app._lock:
+            with app.runtime.lock:
                 run.pipeline.swap_task(
                     run.previous_task, lambda: self._register(name, resolved, model)
                 )

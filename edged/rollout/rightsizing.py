@@ -89,7 +89,7 @@ class RightSizing:
 
     def _opted_in(self) -> list[Pipeline]:
         app = self._m._app
-        with app._lock:
+        with app.runtime.lock:
             return [
                 p
                 for p in app.graph.pipelines.values()
@@ -265,7 +265,7 @@ class RightSizing:
 
     def _swap(self, p: Pipeline, new: ResolvedModel, model: Model, task: VisionTask) -> None:
         app = self._m._app
-        with app._lock:
+        with app.runtime.lock:
             if app.graph.pipelines.get(p.name) is not p:
                 raise EdgedError("a reload replaced the pipeline meanwhile")
             p.swap_task(task, lambda: self._m._register(p.name, new, model))

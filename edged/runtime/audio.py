@@ -12,12 +12,11 @@ reader waits for the pipeline instead), so nothing is skipped there.
 
 from __future__ import annotations
 
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Collection
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
 import numpy as np
 import numpy.typing as npt
@@ -28,9 +27,9 @@ from edged.config.settings import PipelineSettings
 from edged.decode.audio import ScoreSmoother
 from edged.events.onoff import EmitNote
 from edged.events.sound import SoundEvents
-from edged.log import StageFailures
 from edged.preprocess.audio import Resampler, Windower
-from edged.runtime.stages import StageHealth, task_stage
+from edged.runtime.base import PipelineBase
+from edged.runtime.stages import task_stage
 from edged.tasks.audio import AudioTaskResult, check_labels
 from edged.types import AudioChunk
 
@@ -75,7 +74,7 @@ class AudioPipelineStats:
     gated: int
     emitted: int
     errors: int
-    #: Failures by stage (resample, task, decode, emit, events, loop).
+    #: Failures by stage (resample, task, decode, policy, emit, events, loop).
     failures: dict[str, int]
     #: Chunks the source dropped because this pipeline's queue was full.
     overruns: int
@@ -89,13 +88,16 @@ class AudioPipelineStats:
     realtime_factor: float
 
 
-def _pct(values: list[float], q: float) -> float:
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))] if ordered else 0.0
+class AudioPipeline(PipelineBase[AudioChunk, tuple[float, AudioTaskResult]]):
+    """Runs one audio task over one source's chunks in a thread.
 
+    A window is published when the publish policy lets it through
+    (``publish``: the default for audio, ``nonempty``, is every window whose
+    best class reaches ``threshold``; ``changes`` publishes when the set of
+    classes at or above it changes, and every ``heartbeat_s`` anyway).
+    """
 
-class AudioPipeline(StageHealth):
-    """Runs one audio task over one source's chunks in a thread."""
+    thread_prefix = "audio"
 
     def __init__(
         self,
@@ -106,17 +108,14 @@ class AudioPipeline(StageHealth):
         emit_note: EmitNote | None = None,
     ) -> None:
         check_labels(task.labels, settings.labels)
-        self.settings = settings
-        self.name = settings.name
+        super().__init__(settings)
         self.task = task
-        self.threshold = settings.threshold
-        self.enabled = True
         self.duration_s = task.window / task.rate
         self.hop = max(1, round(settings.hop_s * task.rate))
         #: Windows allowed to wait before the oldest are skipped.
         self.max_backlog = max(1, round(BACKLOG_S / settings.hop_s))
         self._queue = source_subscription
-        self._emit = emit
+        self._emit_audio = emit
         self._emit_note = emit_note
         #: Sound events (``[pipelines.sound_events]``); None when no group is watched.
         self.sound = (
@@ -131,64 +130,55 @@ class AudioPipeline(StageHealth):
         # (stream index at the model rate, wall ts, monotonic ts) of recent chunk starts.
         self._marks: deque[tuple[float, float, float]] = deque()
         self._in_samples = 0  # input samples since the last stream reset
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._loop, name=f"audio-{self.name}", daemon=True)
-        self._infer_ms: deque[float] = deque(maxlen=512)
-        self._latency_ms: deque[float] = deque(maxlen=512)
-        self._done_mono: deque[float] = deque(maxlen=64)
         self._busy_s = 0.0
         self._audio_s = 0.0
         self._last_skip_log = -_SKIP_LOG_EVERY_S
-        self.processed = 0
         self.skipped = 0
-        self.emitted = 0
-        #: Every stage failure, counted by stage; the thread goes on (see edged.runtime.stages).
-        self.failures = StageFailures()
-        self.status = "starting"
-        self.reason = ""
-        self.last_progress = time.monotonic()
-        self.finished = threading.Event()
 
-    def start(self) -> None:
-        """Start the pipeline thread."""
-        self._thread.start()
+    @property
+    def emitted(self) -> int:
+        """Windows published (the ``emitted`` of ``stats``)."""
+        return self.published
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the loop to finish its current window and exit; wait at most ``timeout``."""
-        self._stop.set()
+    # -- hooks of PipelineBase --------------------------------------------------
+
+    def _next_input(self, timeout: float) -> AudioChunk | None:
+        return self._queue.get(timeout=timeout)
+
+    def _input_closed(self) -> bool:
+        return self._queue.closed
+
+    def _close_input(self) -> None:
         self._queue.close()
-        self._thread.join(timeout)
 
-    # -- the pipeline thread --------------------------------------------------
+    def _at_end(self) -> None:
+        if self.enabled:
+            self._finish_stream()
 
-    def _loop(self) -> None:
-        structlog.contextvars.bind_contextvars(pipeline=self.name)
-        self.status = "running"
-        log.info("pipeline.started", source=self.settings.source, task="audio", hop=self.hop)
-        while not self._stop.is_set():
-            try:
-                chunk = self._queue.get(timeout=0.5)
-                if chunk is None:
-                    if self._queue.closed:
-                        if self.enabled:
-                            self._finish_stream()
-                        break
-                    continue
-                self._take(chunk)
-                self._classify_pending()
-            # Nothing but stop ends this thread; counted in failures (edged.runtime.stages).
-            except Exception as exc:  # noqa: BLE001
-                self.failures.failed("loop", exc)
-                # Whatever was half done is suspect: start the stream afresh.
-                self._safe_reset()
-                self._stop.wait(0.1)
-        if self.status == "running":
-            self.status = "stopped" if self._stop.is_set() else "ended"
+    def _process(self, item: AudioChunk) -> None:
+        self._take(item)
+        self._classify_pending()
+
+    def _after_loop_failure(self) -> None:
+        # Whatever was half done is suspect: start the stream afresh.
+        self._safe_reset()
+        self._stop.wait(0.1)
+
+    def _wind_down(self) -> None:
         self._close_sound_events()
-        log.info(
-            "pipeline.finished", processed=self.processed, skipped=self.skipped, status=self.status
-        )
-        self.finished.set()
+
+    def _log_fields(self) -> dict[str, Any]:
+        return {"task": "audio", "hop": self.hop}
+
+    def _finish_fields(self) -> dict[str, Any]:
+        return {"skipped": self.skipped}
+
+    def _emit(self, out: tuple[float, AudioTaskResult]) -> str | None:
+        start, result = out
+        self._emit_audio(self, start, self.duration_s, result)
+        return None
+
+    # -- stages -------------------------------------------------------------------
 
     def _take(self, chunk: AudioChunk) -> None:
         """Resample one chunk into the windower, starting a new stream after a gap."""
@@ -307,21 +297,14 @@ class AudioPipeline(StageHealth):
         done = time.monotonic()
         if self.sound is not None and not self._sound_events(ts, index, result.scores):
             return
-        try:
-            if result.top_score >= self.threshold:
-                self._emit(self, ts, self.duration_s, result)
-                self.emitted += 1
-        # E.g. emit on a failing outbox: count, go on; counted in failures (edged.runtime.stages).
-        except Exception as exc:  # noqa: BLE001
-            self.failures.failed("emit", exc)
+        # What the publish policy compares: the classes reaching the threshold.
+        reported = tuple(c for c in result.classes if c.score >= self.threshold)
+        if self._publish((ts, result), reported, done).failed:
             return
         self.failures.succeeded()
         self.processed += 1
-        self.last_progress = done
         self._busy_s += done - started
-        self._done_mono.append(done)
-        self._infer_ms.append(result.timing.infer)
-        self._latency_ms.append((done - (mono + self.duration_s)) * 1e3)
+        self._measured(done, result.timing.infer, (done - (mono + self.duration_s)) * 1e3)
 
     def _sound_events(self, ts: float, index: int, scores: npt.NDArray[np.float32] | None) -> bool:
         """Feed one window to the sound events and publish their changes; False on failure."""
@@ -351,13 +334,12 @@ class AudioPipeline(StageHealth):
 
     def stats(self) -> AudioPipelineStats:
         """Counters and percentiles over the last few hundred windows."""
-        done = list(self._done_mono)
-        span = done[-1] - done[0] if len(done) > 1 else 0.0
-        infer, lat = list(self._infer_ms), list(self._latency_ms)
+        status, reason = self._stats_status()
+        infer_p50, infer_p95, latency_p50, latency_p95 = self._percentiles()
         return AudioPipelineStats(
             name=self.name,
-            status=self.health[0] if self.enabled else "disabled",
-            reason=self.health[1],
+            status=status,
+            reason=reason,
             processed=self.processed,
             skipped=self.skipped,
             gated=self.sound.gated if self.sound is not None else 0,
@@ -365,10 +347,10 @@ class AudioPipeline(StageHealth):
             errors=self.errors,
             failures=dict(self.failures.by_stage),
             overruns=self._queue.overruns,
-            windows_per_s=round((len(done) - 1) / span, 2) if span > 0 else 0.0,
-            infer_p50_ms=round(_pct(infer, 0.5), 2),
-            infer_p95_ms=round(_pct(infer, 0.95), 2),
-            latency_p50_ms=round(_pct(lat, 0.5), 2),
-            latency_p95_ms=round(_pct(lat, 0.95), 2),
+            windows_per_s=self._rate(),
+            infer_p50_ms=infer_p50,
+            infer_p95_ms=infer_p95,
+            latency_p50_ms=latency_p50,
+            latency_p95_ms=latency_p95,
             realtime_factor=round(self._busy_s / self._audio_s, 4) if self._audio_s else 0.0,
         )

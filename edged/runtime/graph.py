@@ -9,7 +9,7 @@ frames and audio chunks are fanned out, never captured twice.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Protocol, cast
 
@@ -20,7 +20,6 @@ from edged.capture.audio_factory import open_audio_source
 from edged.capture.base import VideoSource
 from edged.capture.factory import open_video_source
 from edged.config.settings import PipelineSettings, Settings
-from edged.daemon.check import Preflight
 from edged.events.onoff import EmitNote
 from edged.runtime.audio import AudioEmit, AudioPipeline, AudioTaskLike
 from edged.runtime.video import Emit, EmitEvents, Pipeline
@@ -38,22 +37,18 @@ log = structlog.get_logger(__name__)
 AUDIO_KINDS = frozenset({"microphone", "wav"})
 
 
-class AnyPipeline(Protocol):
-    """What the app needs of a video or audio pipeline."""
-
-    name: str
-    enabled: bool
-    threshold: float
-    status: str
-    reason: str
-    last_progress: float
+class LoadedModels(Protocol):
+    """The models a pre-flight check loaded, by pipeline name (the daemon's Preflight)."""
 
     @property
-    def health(self) -> tuple[str, str]: ...
+    def models(self) -> Mapping[str, tuple[ResolvedModel, Model]]:
+        """Each pipeline's model."""
+        ...
 
-    def start(self) -> None: ...
-
-    def stop(self, timeout: float = 5.0) -> None: ...
+    @property
+    def detectors(self) -> Mapping[str, tuple[ResolvedModel, Model]]:
+        """The person detector of each pose pipeline that names one."""
+        ...
 
 
 @dataclass(frozen=True, slots=True)
@@ -81,7 +76,7 @@ class Graph:
     def build(
         cls,
         settings: Settings,
-        checked: Preflight,
+        checked: LoadedModels,
         emit: Emit,
         emit_audio: AudioEmit,
         emit_events: EmitEvents | None = None,
@@ -155,10 +150,6 @@ class Graph:
             ast = a.status
             out[name] = SourceView(name, ast.kind, ast.state, ast.reason, None)
         return out
-
-    def each(self, fn: Callable[[Pipeline | AudioPipeline], None]) -> None:
-        for p in self.pipelines.values():
-            fn(p)
 
 
 def two_stage_pose(

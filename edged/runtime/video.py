@@ -11,10 +11,9 @@ from __future__ import annotations
 import dataclasses
 import threading
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 import structlog
 
@@ -23,9 +22,8 @@ from edged.config.settings import PipelineSettings
 from edged.events.fall import FallWatch
 from edged.events.onoff import EmitNote
 from edged.gate.motion import MotionGate
-from edged.log import StageFailures
-from edged.runtime.policy import PublishPolicy
-from edged.runtime.stages import StageHealth, task_stage
+from edged.runtime.base import PipelineBase
+from edged.runtime.stages import task_stage
 from edged.tasks import VisionResult, VisionTask
 from edged.track.tracker import Track, Tracker, TrackEvent
 from edged.types import Detection, EventNote, Frame, Pose
@@ -84,15 +82,10 @@ class _Swap:
     error: Exception | None = None
 
 
-def _pct(values: list[float], q: float) -> float:
-    if not values:
-        return 0.0
-    ordered = sorted(values)
-    return ordered[min(len(ordered) - 1, int(q * len(ordered)))]
-
-
-class Pipeline(StageHealth):
+class Pipeline(PipelineBase[Frame, tuple[Frame, VisionResult]]):
     """Runs one task over one source's frames in a thread."""
+
+    thread_prefix = "pipeline"
 
     def __init__(
         self,
@@ -104,15 +97,12 @@ class Pipeline(StageHealth):
         *,
         emit_note: EmitNote | None = None,
     ) -> None:
-        self.settings = settings
-        self.name = settings.name
+        super().__init__(settings)
         self.task = task
-        self.threshold = settings.threshold
-        self.enabled = True
         self._slot = slot
-        self._emit = emit
+        self._emit_result = emit
         self._emit_events = emit_events
-        self._policy = PublishPolicy(settings.publish, settings.heartbeat_s)
+        self._period = 1.0 / settings.max_fps
         self._gate = (
             MotionGate(area=settings.motion_area, keepalive_s=settings.keepalive_s)
             if settings.motion_gate
@@ -129,21 +119,8 @@ class Pipeline(StageHealth):
         self.zones = ZoneStage.of(settings)
         #: Where zone changes go; set by the app (occupancy topics, line events).
         self.emit_zones: EmitZones | None = None
-        self._stop = threading.Event()
-        self._thread = threading.Thread(
-            target=self._loop, name=f"pipeline-{self.name}", daemon=True
-        )
-        self._infer_ms: deque[float] = deque(maxlen=512)
-        self._latency_ms: deque[float] = deque(maxlen=512)
-        self._done_mono: deque[float] = deque(maxlen=64)
-        self.processed = 0
-        self.published = 0
-        #: Every stage failure, counted by stage; the thread goes on (see edged.runtime.stages).
-        self.failures = StageFailures()
-        self.status = "starting"
-        self.reason = ""
-        self.last_progress = time.monotonic()
-        self.finished = threading.Event()
+        #: The last frame inferred: the tracks, falls and zones it ended are closed with it.
+        self._frame_seen: Frame | None = None
         #: Hybrid offload's gate (docs/cloud-protocol.md), set by the app when this pipeline opted in.
         self.offload: OffloadGate | None = None
         #: Event media (``[events]``): best frames and clips, set by the app.
@@ -151,9 +128,6 @@ class Pipeline(StageHealth):
         # A task waiting to replace ``task`` between two frames (see swap_task).
         self._swap: _Swap | None = None
         self._swap_lock = threading.Lock()
-
-    def start(self) -> None:
-        self._thread.start()
 
     def swap_task(
         self, task: VisionTask, on_swap: Callable[[], None], timeout: float = 10.0
@@ -198,11 +172,50 @@ class Pipeline(StageHealth):
             self._latency_ms.clear()
         swap.done.set()
 
-    def stop(self, timeout: float = 5.0) -> None:
-        """Ask the loop to finish its current frame and exit; wait at most ``timeout``."""
-        self._stop.set()
+    # -- hooks of PipelineBase --------------------------------------------------
+
+    def _next_input(self, timeout: float) -> Frame | None:
+        # A swap is applied before the next frame is taken (see swap_task).
+        self._apply_swap()
+        return self._slot.get(timeout=timeout)
+
+    def _input_closed(self) -> bool:
+        return self._slot.closed
+
+    def _close_input(self) -> None:
         self._slot.close()
-        self._thread.join(timeout)
+
+    def _process(self, item: Frame) -> None:
+        if not self.enabled:
+            # A disabled pipeline sees nothing: its zones must not stay ON.
+            self._zones_end(item)
+            return
+        if not self._gate_passes(item):
+            return
+        started = time.monotonic()
+        if self._infer_and_publish(item):
+            self._frame_seen = item
+        self._pace(started)
+
+    def _after_loop_failure(self) -> None:
+        self._pace(time.monotonic())
+
+    def _pace(self, started: float) -> None:
+        """Cap the inference rate at ``max_fps``.
+
+        Frames arriving meanwhile replace each other in the slot, so the
+        next one taken is the freshest.
+        """
+        delay = started + self._period - time.monotonic()
+        if delay > 0:
+            self._stop.wait(delay)
+
+    def _emit(self, out: tuple[Frame, VisionResult]) -> str | None:
+        frame, result = out
+        return self._emit_result(self, frame, result)
+
+    def _log_fields(self) -> dict[str, Any]:
+        return {"task": self.settings.task}
 
     @staticmethod
     def _pose_tracking(
@@ -257,7 +270,7 @@ class Pipeline(StageHealth):
         )
         return VisionResult(result.kind, items, result.timing)
 
-    def _process(self, frame: Frame) -> bool:
+    def _infer_and_publish(self, frame: Frame) -> bool:
         """Infer, record, track, publish and offload one frame; False when inference failed.
 
         Every stage's failure is counted in :attr:`failures` and ends only
@@ -279,10 +292,7 @@ class Pipeline(StageHealth):
         result = seen if floor >= self.threshold else _at_least(seen, self.threshold)
         done = time.monotonic()
         self.processed += 1
-        self.last_progress = done
-        self._done_mono.append(done)
-        self._infer_ms.append(result.timing.infer)
-        self._latency_ms.append((done - frame.mono) * 1e3)
+        self._measured(done, result.timing.infer, (done - frame.mono) * 1e3)
         stage = "track"
         try:
             result = self._track_poses(frame, result)
@@ -301,20 +311,23 @@ class Pipeline(StageHealth):
                     self._emit_events(self, frame, events)
             stage = "offload"
             submit = self.offload.decide(seen) if self.offload is not None else None
-            stage = "policy"
-            if self._policy.should_publish(result.items, done, changed=changed) or submit:
-                stage = "emit"
-                local_id = self._emit(self, frame, result)
-                self.published += 1
-                # An offloaded frame's result is published even when the policy
-                # would skip it: the verdict's ref must name a delivered result.
-                if submit is not None and local_id is not None:
-                    stage = "offload"
-                    submit(frame, local_id)
-        # E.g. emit on a failing outbox: count, go on; counted in failures (edged.runtime.stages).
+        # Counted in failures (edged.runtime.stages); the thread goes on.
         except Exception as exc:  # noqa: BLE001
             self.failures.failed(stage, exc)
             return True
+        # An offloaded frame's result is published even when the policy
+        # would skip it: the verdict's ref must name a delivered result.
+        sent = self._publish(
+            (frame, result), result.items, done, changed=changed, force=submit is not None
+        )
+        if sent.failed:
+            return True
+        if submit is not None and sent.ref is not None:
+            try:
+                submit(frame, sent.ref)
+            except Exception as exc:  # noqa: BLE001  counted in failures (edged.runtime.stages)
+                self.failures.failed("offload", exc)
+                return True
         self.failures.succeeded()
         return True
 
@@ -360,47 +373,10 @@ class Pipeline(StageHealth):
             self.failures.failed("gate", exc)
             return True
 
-    def _loop(self) -> None:
-        structlog.contextvars.bind_contextvars(pipeline=self.name, model=self.settings.model)
-        period = 1.0 / self.settings.max_fps
-        self.status = "running"
-        log.info("pipeline.started", source=self.settings.source, task=self.settings.task)
-        frame_seen: Frame | None = None
-        while not self._stop.is_set():
-            try:
-                self._apply_swap()
-                frame = self._slot.get(timeout=0.5)
-                if frame is None:
-                    if self._slot.closed:
-                        break
-                    continue
-                if not self.enabled:
-                    # A disabled pipeline sees nothing: its zones must not stay ON.
-                    self._zones_end(frame)
-                    continue
-                if not self._gate_passes(frame):
-                    continue
-                started = time.monotonic()
-                if self._process(frame):
-                    frame_seen = frame
-            # Nothing but stop ends this thread; counted in failures (edged.runtime.stages).
-            except Exception as exc:  # noqa: BLE001
-                self.failures.failed("loop", exc)
-                started = time.monotonic()
-            # Cap the inference rate; frames arriving meanwhile replace each
-            # other in the slot, so the next one taken is the freshest.
-            delay = started + period - time.monotonic()
-            if delay > 0 and self._stop.wait(delay):
-                break
-        if self.status == "running":
-            self.status = "stopped" if self._stop.is_set() else "ended"
-        self._wind_down(frame_seen)
-        log.info("pipeline.finished", processed=self.processed, status=self.status)
-        self.finished.set()
-
-    def _wind_down(self, frame_seen: Frame | None) -> None:
+    def _wind_down(self) -> None:
         """Close what the pipeline holds open when it ends: tracks (their ``end`` events),
         falls, zones (back to empty) and the event recorder's clips."""
+        frame_seen = self._frame_seen
         if self._tracker is not None and self._emit_events is not None:
             try:
                 last = self._tracker.flush()
@@ -415,25 +391,21 @@ class Pipeline(StageHealth):
 
     def stats(self) -> PipelineStats:
         """Counters and latency percentiles over the last few hundred frames."""
-        done = list(self._done_mono)
-        fps = (
-            (len(done) - 1) / (done[-1] - done[0]) if len(done) > 1 and done[-1] > done[0] else 0.0
-        )
-        infer = list(self._infer_ms)
-        lat = list(self._latency_ms)
+        status, reason = self._stats_status()
+        infer_p50, infer_p95, latency_p50, latency_p95 = self._percentiles()
         return PipelineStats(
             name=self.name,
-            status=self.health[0] if self.enabled else "disabled",
-            reason=self.health[1],
+            status=status,
+            reason=reason,
             processed=self.processed,
             published=self.published,
             dropped=self._slot.dropped,
             gated=self._gate.skipped if self._gate is not None else 0,
             errors=self.errors,
             failures=dict(self.failures.by_stage),
-            fps=round(fps, 2),
-            infer_p50_ms=round(_pct(infer, 0.5), 2),
-            infer_p95_ms=round(_pct(infer, 0.95), 2),
-            latency_p50_ms=round(_pct(lat, 0.5), 2),
-            latency_p95_ms=round(_pct(lat, 0.95), 2),
+            fps=self._rate(),
+            infer_p50_ms=infer_p50,
+            infer_p95_ms=infer_p95,
+            latency_p50_ms=latency_p50,
+            latency_p95_ms=latency_p95,
         )

@@ -140,3 +140,27 @@ def test_a_bad_environment_value_is_a_config_error(monkeypatch: pytest.MonkeyPat
     monkeypatch.setenv("EDGED_SOURCES", "[not json")
     with pytest.raises(ConfigError, match="environment"):
         load_settings(None)
+
+
+@pytest.mark.parametrize(
+    ("task", "publish", "expected"),
+    [
+        ("audio", None, "nonempty"),
+        ("audio", "changes", "changes"),
+        ("detection", None, "changes"),
+        ("detection", "all", "all"),
+    ],
+)
+def test_publish_defaults_by_task_and_an_explicit_value_wins(
+    task: str, publish: str | None, expected: str
+) -> None:
+    """``publish`` defaults to ``changes`` for vision, to ``nonempty`` for audio (every window
+    reaching the threshold, as before audio honoured ``publish``); a value in the file wins."""
+    pipeline = {"name": "p", "source": "s", "task": task, "model": "m"}
+    if publish is not None:
+        pipeline["publish"] = publish
+    kind = "wav" if task == "audio" else "file"
+    s = Settings.model_validate(
+        {"sources": [{"name": "s", "kind": kind, "uri": "/x"}], "pipelines": [pipeline]}
+    )
+    assert s.pipelines[0].publish == expected

@@ -17,7 +17,7 @@ def test_a_stop_request_needs_no_lock_and_still_stops_the_main_loop(running: Run
     the daemon ignored SIGTERM.
     """
     app = running.app
-    held = [app._stop._cond, app._lock, app.emit_lock]
+    held = [app._stop._cond, app.runtime.lock, app.runtime.emit_gate]
     returned = threading.Event()
 
     def like_a_signal_handler() -> None:

@@ -71,7 +71,10 @@ def frame_source(media_dir: Path) -> Callable[[int], Frame]:
     return frame
 
 
-def video(task: Any, emit: Any) -> tuple[Pipeline, LatestSlot[Frame]]:
+def video(
+    task: Any, emit: Any, slot: LatestSlot[Frame] | None = None
+) -> tuple[Pipeline, LatestSlot[Frame]]:
+    """A detection pipeline publishing every frame of ``slot`` (a new one when not given)."""
     settings = PipelineSettings(
         name="door",
         source="cam0",
@@ -81,7 +84,7 @@ def video(task: Any, emit: Any) -> tuple[Pipeline, LatestSlot[Frame]]:
         max_fps=240,
         track=False,
     )
-    slot: LatestSlot[Frame] = LatestSlot()
+    slot = LatestSlot() if slot is None else slot
     return Pipeline(settings, task, slot, emit), slot
 
 
