@@ -30,6 +30,7 @@ from edged.errors import (
     ConfigError,
     EdgedError,
 )
+from edged.daemon.memory import cap_malloc_arenas
 from edged.log import configure_logging, quiet_native_libraries
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
@@ -347,6 +348,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Entry point of the ``edged`` console script."""
     # Before anything imports cv2 or a runtime: they read it when they load.
     quiet_native_libraries()
+    # Before any thread starts: see edged/daemon/memory.py.
+    cap_malloc_arenas()
     try:
         code = _main(argv)
         # Flush here, not at interpreter exit, so that a reader that went
