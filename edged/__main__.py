@@ -19,6 +19,7 @@ import structlog
 from edged import __version__
 from edged.catalog.catalog import Catalog, load_catalog
 from edged.config.settings import DEFAULT_CONFIG, Settings, load_settings
+from edged.daemon.memory import cap_malloc_arenas
 from edged.errors import (
     EX_CONFIG,
     EX_FAILURE,
@@ -30,7 +31,6 @@ from edged.errors import (
     ConfigError,
     EdgedError,
 )
-from edged.daemon.memory import cap_malloc_arenas
 from edged.log import configure_logging, quiet_native_libraries
 
 LOG_LEVELS = ("debug", "info", "warning", "error")
