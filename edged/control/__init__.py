@@ -25,7 +25,7 @@ __all__ = ["CommandRouter", "ControlPlane", "Controller", "Wiring"]
 
 
 class ControlPlane:
-    """Commands and metrics of one daemon; started once the graph runs, stopped before it."""
+    """Commands and metrics of one daemon; started before MQTT connects, stopped before the graph."""
 
     def __init__(self, wiring: Wiring) -> None:
         self._wiring = wiring

@@ -151,13 +151,17 @@ class App:
         self.notifier.status("starting")
         self.mqtt.on_connect(self._on_connect)
         self.outbox.start(self.mqtt)
+        # Commands are subscribed before the first connect: the broker then has
+        # the subscription before `online` and discovery go out, so a command a
+        # hub sends as soon as it sees them is not lost (it may find the
+        # pipelines still starting, which its reply says).
+        self.control.start()
         self.mqtt.start()
         self._register_models()
         self.offload.start()
         if self.events is not None:
             self.events.start()
         self.runtime.start()
-        self.control.start()
         self.rollout.start()
         self._house.start()
         self.publish_state(force=True)

@@ -663,11 +663,13 @@ class MqttClient:
         self._connected.set()
         if self._stopping:
             return
+        # Subscriptions before `online`: the broker takes a connection's packets
+        # in order, so whoever reacts to `online` finds the daemon listening.
+        for topic_filter, qos in list(self._subscriptions.items()):
+            self._subscribe(topic_filter, qos)
         self._publish(
             self.topics.availability, ONLINE, qos=1, retain=True, expiry_s=None, message=None
         )
-        for topic_filter, qos in list(self._subscriptions.items()):
-            self._subscribe(topic_filter, qos)
         for hook in self._connect_hooks:
             self._call(hook)
 
