@@ -138,7 +138,7 @@ class LocalBroker:
         ]
         if os.geteuid() == 0:
             # As root mosquitto drops to user 'mosquitto', which cannot read
-            # root-owned 0600 keys and password files (NOTES.md).
+            # root-owned 0600 keys and password files; it then fails to start.
             lines.append("user root")
         if self.password_file is not None:
             lines.append(f"password_file {self.password_file}")

@@ -3,8 +3,9 @@
 Nothing here needs Docker or a host systemd: ``debootstrap`` makes the root,
 ``ansible-playbook`` converges the role into it through the
 ``community.general.chroot`` connection, ``systemd-nspawn -b`` boots it with a
-real systemd as PID 1, and ``nsenter`` runs commands inside (NOTES.md,
-"systemd and Ansible without Docker"). The fresh root is cached as a tar.zst,
+real systemd as PID 1, and ``nsenter -t <its init pid> -a`` runs commands inside
+(the host's own PID 1 is not systemd, so ``machinectl`` and ``systemd-run`` are
+no way in). The fresh root is cached as a tar.zst,
 so only the first run pays for debootstrap.
 """
 

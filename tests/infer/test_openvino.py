@@ -33,7 +33,8 @@ from edged.types import Frame, iou
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
 
-pytestmark = pytest.mark.slow
+# One worker runs them all: they share one cached venv, built on first use.
+pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("openvino")]
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "yolox-nano-coco"

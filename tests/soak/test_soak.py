@@ -81,7 +81,8 @@ RESULT_KINDS = frozenset({"detections", "pose", "audio", "events", "offload"})
 #: pipeline → the topic kind it must publish throughout
 PIPELINES = {"door": "detections", "body": "pose", "ears": "audio"}
 
-pytestmark = [pytest.mark.slow, pytest.mark.broker]
+# alone: its resource bounds need the machine to itself (.ci/run runs it after the rest).
+pytestmark = [pytest.mark.slow, pytest.mark.broker, pytest.mark.alone]
 
 
 # --- what the subscriber records ------------------------------------------------------------
