@@ -11,6 +11,7 @@ import ctypes
 import os
 import signal
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -38,42 +39,39 @@ def worker_thread(pid: int) -> int:
     return workers[-1]
 
 
-def running_daemon(
+@pytest.fixture
+def daemon(
     tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker
-) -> Path:
+) -> Iterator[Daemon]:
+    """A running ``edged run`` (SSD on the looping walking clip) that has published a result."""
     cfg = base_config(tmp_path, models_dir, broker)
     cfg["sources"] = [walking_source(media_dir, loop=True, fps=5)]
     cfg["pipelines"] = [ssd_pipeline(track=False)]
-    return write_config(tmp_path / "edged.toml", cfg)
+    sub = broker.subscriber(f"{DEV}/#")
+    with Daemon(write_config(tmp_path / "edged.toml", cfg)) as running:
+        sub.wait_for(matching(f"{DEV}/door/detections"), timeout=30)
+        yield running
 
 
-def test_sighup_to_a_worker_thread_reloads(
-    tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker
-) -> None:
+def to_a_worker(daemon: Daemon, sig: signal.Signals) -> None:
+    """``sig`` to one worker thread of the daemon, not to its process."""
+    assert daemon.proc is not None
+    tgkill(daemon.proc.pid, worker_thread(daemon.proc.pid), sig)
+
+
+def test_sighup_to_a_worker_thread_reloads(daemon: Daemon) -> None:
     """SIGHUP caught by a worker thread still wakes the main loop, which reloads."""
-    config = running_daemon(tmp_path, models_dir, media_dir, broker)
-    sub = broker.subscriber(f"{DEV}/#")
-    with Daemon(config) as daemon:
-        sub.wait_for(matching(f"{DEV}/door/detections"), timeout=30)
-        assert daemon.proc is not None
-        tgkill(daemon.proc.pid, worker_thread(daemon.proc.pid), signal.SIGHUP)
-        deadline = time.monotonic() + 10
-        while '"app.reloaded"' not in daemon.output and time.monotonic() < deadline:
-            time.sleep(0.05)
-        assert '"app.reloaded"' in daemon.output, daemon.output[-2000:]
-        rc, _ = daemon.stop()
-        assert rc == 0
+    to_a_worker(daemon, signal.SIGHUP)
+    deadline = time.monotonic() + 10
+    while '"app.reloaded"' not in daemon.output and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert '"app.reloaded"' in daemon.output, daemon.output[-2000:]
+    rc, _ = daemon.stop()
+    assert rc == 0
 
 
-def test_sigterm_to_a_worker_thread_stops(
-    tmp_path: Path, models_dir: Path, media_dir: Path, broker: RunningBroker
-) -> None:
+def test_sigterm_to_a_worker_thread_stops(daemon: Daemon) -> None:
     """SIGTERM caught by a worker thread stops the daemon cleanly, exit 0."""
-    config = running_daemon(tmp_path, models_dir, media_dir, broker)
-    sub = broker.subscriber(f"{DEV}/#")
-    with Daemon(config) as daemon:
-        sub.wait_for(matching(f"{DEV}/door/detections"), timeout=30)
-        assert daemon.proc is not None
-        tgkill(daemon.proc.pid, worker_thread(daemon.proc.pid), signal.SIGTERM)
-        assert daemon.wait(15) == 0, daemon.output[-2000:]
-        assert '"app.stopped"' in daemon.output
+    to_a_worker(daemon, signal.SIGTERM)
+    assert daemon.wait(15) == 0, daemon.output[-2000:]
+    assert '"app.stopped"' in daemon.output
