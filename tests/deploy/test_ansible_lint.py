@@ -13,8 +13,7 @@ from edged.catalog.catalog import load_catalog
 from tests.deploy.conftest import require_deploy_tools
 from tests.deploy.machine import ANSIBLE_DIR, run, tool_env
 
-# One worker runs them all: they share the debootstrap and wheel caches.
-pytestmark = [pytest.mark.deploy, pytest.mark.xdist_group("deploy")]
+pytestmark = pytest.mark.deploy
 
 DEVICE_CLASSES = ("pi4", "pi5", "jetson")
 

@@ -28,8 +28,7 @@ from tests.deploy.machine import ANSIBLE_DIR, run, tool_env
 from tests.deploy.mqtt import accepts, publish_acknowledged
 from tests.helpers.broker import Subscriber
 
-# One worker runs them all: they share the debootstrap and wheel caches.
-pytestmark = [pytest.mark.deploy, pytest.mark.xdist_group("deploy")]
+pytestmark = pytest.mark.deploy
 
 ROLE = ANSIBLE_DIR / "roles" / "edged"
 USER, PASSWORD = "dashboard", "broker-Pa55word"

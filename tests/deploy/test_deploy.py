@@ -45,8 +45,7 @@ from tests.deploy.mqtt import accepts, publish_acknowledged
 from tests.helpers.broker import RunningBroker, Subscriber, make_tls_material, matching
 from tests.test_systemd_unit import MAX_EXPOSURE, UNIT
 
-# One worker runs them all: they share the debootstrap and wheel caches.
-pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1500), pytest.mark.xdist_group("deploy")]
+pytestmark = [pytest.mark.deploy, pytest.mark.timeout(1500)]
 
 HOST = "deploy-root"
 DEVICE = "deploy-test"

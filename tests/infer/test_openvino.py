@@ -33,8 +33,7 @@ from edged.types import Frame, iou
 from tests.helpers.broker import RunningBroker, matching
 from tests.helpers.daemon import Daemon, base_config, write_config
 
-# One worker runs them all: they share one cached venv, built on first use.
-pytestmark = [pytest.mark.slow, pytest.mark.xdist_group("openvino")]
+pytestmark = pytest.mark.slow
 
 REPO = Path(__file__).resolve().parents[2]
 MODEL = "yolox-nano-coco"
