@@ -210,7 +210,7 @@ class CommandRouter:
             self.counters.ok += 1
         else:
             self.counters.error += 1
-        self._publish(reply_to, request, reply, qos=1)
+        self._send(reply_to, request, reply, qos=1)
 
     # -- the allow-list ----------------------------------------------------------
 
@@ -306,7 +306,11 @@ class CommandRouter:
         self._publish(topic, request, doc, qos=qos)
 
     def _publish(self, topic: str, request: Request, doc: dict[str, Any], *, qos: int) -> None:
-        doc = self._checked(doc)
+        """Check ``doc`` against the reply model (:meth:`_checked`), then send it."""
+        self._send(topic, request, self._checked(doc), qos=qos)
+
+    def _send(self, topic: str, request: Request, doc: dict[str, Any], *, qos: int) -> None:
+        """Send a reply already checked by :meth:`_checked`."""
         try:
             self._mqtt.publish(
                 topic, encode_reply(doc), qos=qos, correlation_data=request.props.correlation_data
