@@ -85,8 +85,6 @@ class _Swap:
 class Pipeline(PipelineBase[Frame, tuple[Frame, VisionResult]]):
     """Runs one task over one source's frames in a thread."""
 
-    thread_prefix = "pipeline"
-
     def __init__(
         self,
         settings: PipelineSettings,
