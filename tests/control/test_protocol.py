@@ -5,7 +5,8 @@ from __future__ import annotations
 import json
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -174,6 +175,23 @@ def test_every_live_reply_fits_the_reply_model(
 # -- the bounded queue -------------------------------------------------------------------
 
 
+@contextmanager
+def serving(
+    broker: RunningBroker, execute: Callable[[Command], dict[str, Any]]
+) -> Iterator[CommandRouter]:
+    """A router running ``execute`` for every command, on a real MQTT session."""
+    mqtt = MqttClient(broker.settings(), "testdev")
+    router = CommandRouter(mqtt, execute)
+    mqtt.start()
+    router.start()
+    assert mqtt.wait_connected(5)
+    try:
+        yield router
+    finally:
+        router.stop()
+        mqtt.stop(timeout=1)
+
+
 @pytest.fixture
 def gated_router(broker: RunningBroker) -> Iterator[tuple[CommandRouter, threading.Event]]:
     """A router on a real MQTT session whose commands wait for an event before they finish."""
@@ -183,17 +201,11 @@ def gated_router(broker: RunningBroker) -> Iterator[tuple[CommandRouter, threadi
         release.wait(10)
         return {"device": "testdev", "version": "0", "uptime_s": 0.0}  # what ping replies
 
-    mqtt = MqttClient(broker.settings(), "testdev")
-    router = CommandRouter(mqtt, execute)
-    mqtt.start()
-    router.start()
-    assert mqtt.wait_connected(5)
-    try:
-        yield router, release
-    finally:
-        release.set()
-        router.stop()
-        mqtt.stop(timeout=1)
+    with serving(broker, execute) as router:
+        try:
+            yield router, release
+        finally:
+            release.set()  # before the router stops: its worker may be waiting
 
 
 def test_commands_beyond_the_queue_get_busy_and_every_request_one_reply(
@@ -226,18 +238,13 @@ def test_a_reply_that_does_not_fit_its_model_is_replaced_by_a_refusal(
     def execute(command: Command) -> dict[str, Any]:
         return {"device": "testdev", "version": "0", "uptime_s": 0.0, "surprise": 1}
 
-    mqtt = MqttClient(broker.settings(), "testdev")
-    router = CommandRouter(mqtt, execute)
-    mqtt.start()
-    router.start()
-    assert mqtt.wait_connected(5)
-    try:
-        with capture_logs() as logs, CommandClient(broker.host, broker.port) as client:
-            time.sleep(0.3)  # the router's SUBSCRIBE is through
-            replies = [client.wait(client.send("ping", {"id": f"r{i}"})) for i in range(3)]
-    finally:
-        router.stop()
-        mqtt.stop(timeout=1)
+    with (
+        serving(broker, execute) as router,
+        capture_logs() as logs,
+        CommandClient(broker.host, broker.port) as client,
+    ):
+        time.sleep(0.3)  # the router's SUBSCRIBE is through
+        replies = [client.wait(client.send("ping", {"id": f"r{i}"})) for i in range(3)]
     for i, reply in enumerate(replies):
         assert reply.doc["ok"] is False
         assert reply.doc["command"] == "ping"
